@@ -1,0 +1,89 @@
+import { limits } from '../constants.ts';
+import { BftError } from '../errors.ts';
+import type { View, ReplicaId } from './view.ts';
+import { invalidView } from './view.ts';
+
+/**
+ * Tunables of the core, in ticks (the driver decides how long a tick is; the replica process uses 10 ms)
+ * and in counts. Limits here may be lowered from constants.ts, never raised.
+ */
+export interface CoreConfig {
+  readonly me: ReplicaId;
+  readonly view: View;
+  readonly batchRequestsMax: number;
+  readonly batchBytesMax: number;
+  readonly clientInFlightMax: number;
+  readonly pendingRequestsMax: number;
+  readonly requireSignedRequests: boolean;
+  /** A request pending this long is forwarded to the leader; twice as long, and a leader change starts. */
+  readonly requestTimeoutTicks: number;
+  /** An idle leader sends a heartbeat this often. */
+  readonly heartbeatIntervalTicks: number;
+  /** A follower that hears nothing from the leader for this long starts a leader change. */
+  readonly leaderSilenceTimeoutTicks: number;
+  /** A leader change that has not completed after this long (doubled per failed attempt) moves to the next. */
+  readonly regencyTimeoutTicks: number;
+  /** Own messages of an open instance or leader change are sent again after this long without progress. */
+  readonly retransmitTicks: number;
+  /** A lagging replica asks for missing decisions at most this often. */
+  readonly catchUpIntervalTicks: number;
+}
+
+export const defaultTimingTicks = {
+  requestTimeoutTicks: 200,
+  heartbeatIntervalTicks: 50,
+  leaderSilenceTimeoutTicks: 300,
+  regencyTimeoutTicks: 200,
+  retransmitTicks: 50,
+  catchUpIntervalTicks: 10,
+} as const;
+
+export function makeCoreConfig(
+  me: ReplicaId,
+  view: View,
+  overrides: Partial<Omit<CoreConfig, 'me' | 'view'>> = {},
+): CoreConfig {
+  const config: CoreConfig = {
+    me,
+    view,
+    batchRequestsMax: 1024,
+    batchBytesMax: 1024 * 1024,
+    clientInFlightMax: 16,
+    pendingRequestsMax: limits.pendingRequestsMax,
+    requireSignedRequests: false,
+    ...defaultTimingTicks,
+    ...overrides,
+  };
+  const reason = invalidCoreConfig(config);
+  if (reason !== null) throw new BftError('BFT_ERR_CONFIG_INVALID', `${reason}; fix the replica configuration`);
+  return config;
+}
+
+function withinRange(value: number, min: number, max: number): boolean {
+  return Number.isSafeInteger(value) && value >= min && value <= max;
+}
+
+export function invalidCoreConfig(config: CoreConfig): string | null {
+  const viewReason = invalidView(config.view);
+  if (viewReason !== null) return `view: ${viewReason}`;
+  if (!config.view.members.includes(config.me)) return `me (${config.me}) is not a member of the view`;
+  const bounded: Array<[keyof CoreConfig, number, number]> = [
+    ['batchRequestsMax', 1, limits.batchRequestsMax],
+    ['batchBytesMax', 1024, limits.batchBytesMax],
+    ['clientInFlightMax', 1, limits.clientInFlightMax],
+    ['pendingRequestsMax', 1, limits.pendingRequestsMax],
+    ['requestTimeoutTicks', 1, 1_000_000],
+    ['heartbeatIntervalTicks', 1, 1_000_000],
+    ['leaderSilenceTimeoutTicks', 2, 1_000_000],
+    ['regencyTimeoutTicks', 1, 1_000_000],
+    ['retransmitTicks', 1, 1_000_000],
+    ['catchUpIntervalTicks', 1, 1_000_000],
+  ];
+  for (const [field, min, max] of bounded) {
+    if (!withinRange(config[field] as number, min, max)) return `${field} must be an integer in [${min}, ${max}]`;
+  }
+  if (config.leaderSilenceTimeoutTicks <= config.heartbeatIntervalTicks) {
+    return 'leaderSilenceTimeoutTicks must exceed heartbeatIntervalTicks, or a live leader looks dead';
+  }
+  return null;
+}

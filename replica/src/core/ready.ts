@@ -1,0 +1,47 @@
+import type { Bytes, ClientRequest, Decision, ReplicaMessage, BusyReasonCode } from '../protocol/messages.ts';
+import type { ReplicaId } from './view.ts';
+
+/**
+ * What must be durable before the messages of the same Ready leave. Restoring from these records gives
+ * back a replica that never contradicts what it already sent (DESIGN §2, "votes are durable").
+ */
+export type PersistRecord =
+  /** Installed a regency: never again act in an older one. */
+  | { readonly kind: 'regency'; readonly regency: number }
+  /** Completed the synchronization of a regency; `batch` is the value SYNC bound for `cid` (empty: none). */
+  | { readonly kind: 'synced'; readonly regency: number; readonly cid: number; readonly batch: Bytes }
+  /** Wrote (BFT) a value in an instance: part of the write set reported in later collects. */
+  | { readonly kind: 'write'; readonly cid: number; readonly regency: number; readonly batch: Bytes }
+  /** Accepted a value in an instance: the (timestamp, value) reported in later collects. */
+  | { readonly kind: 'accept'; readonly cid: number; readonly regency: number; readonly batch: Bytes }
+  /** An instance was decided, with its certificate. */
+  | { readonly kind: 'decision'; readonly decision: Decision };
+
+export interface Outbound {
+  /** A single replica, or every other member of the view. */
+  readonly to: ReplicaId | 'others';
+  readonly message: ReplicaMessage;
+}
+
+/** A decided batch to execute, in cid order. */
+export interface Delivery {
+  readonly decision: Decision;
+  readonly requests: readonly ClientRequest[];
+}
+
+/** Answers the core owes a client without consensus. */
+export type ClientNotice =
+  /** Already executed: answer from the reply cache. */
+  | { readonly kind: 'cached-reply'; readonly clientId: string; readonly seq: number }
+  | { readonly kind: 'busy'; readonly clientId: string; readonly seq: number; readonly reason: BusyReasonCode };
+
+/**
+ * Duties in order: make `persist` durable; then send `messages`; then execute `deliveries` and answer
+ * `notices`; then call advance(). Nothing of a Ready may be sent before all of its records are durable.
+ */
+export interface Ready {
+  readonly persist: readonly PersistRecord[];
+  readonly messages: readonly Outbound[];
+  readonly deliveries: readonly Delivery[];
+  readonly notices: readonly ClientNotice[];
+}

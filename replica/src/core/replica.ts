@@ -1,0 +1,1149 @@
+// The consensus core: Mod-SMaRt over VP-Consensus as a pure state machine (DESIGN §2).
+// Callers feed it messages (step), client requests (receiveRequest) and ticks (tick), and read back a
+// Ready: what to persist, then what to send, then what to execute. It reads no clock, no socket, no
+// file and no random source, so the simulator and the replica process run exactly this code.
+//
+// One instance (cid) is open at a time. The value of an instance is an encoded batch; its digest is the
+// hash of those bytes. Epochs of an instance are regencies: a value proposed, written or accepted in
+// regency r has timestamp r in the sense of Cachin's epoch consensus (see leader-change.ts).
+
+import { limits } from '../constants.ts';
+import { invariant } from '../errors.ts';
+import {
+  acceptSigningPayload,
+  collectSigningPayload,
+  decodeBatch,
+  encodeBatch,
+  requestSigningPayload,
+} from '../protocol/codec.ts';
+import {
+  type Accept,
+  type Bytes,
+  BusyReason,
+  type BusyReasonCode,
+  type ClientRequest,
+  type Collect,
+  type Decision,
+  type DecisionMessage,
+  type DecisionRequest,
+  type Forward,
+  type Heartbeat,
+  MessageType,
+  type Propose,
+  type ReplicaMessage,
+  type SignedCollect,
+  type Stop,
+  type StopData,
+  type Sync,
+  type Vote,
+  type Write,
+} from '../protocol/messages.ts';
+import { DropReason, type DropReasonCode } from '../protocol/reasons.ts';
+import type { CoreConfig } from './config.ts';
+import { type CoreCrypto, digestKey } from './crypto.ts';
+import { type InstanceState, chooseValue, emptyInstanceState, syncValueAllowed } from './leader-change.ts';
+import type { Quorums } from './quorum.ts';
+import type { ClientNotice, Delivery, Outbound, PersistRecord, Ready } from './ready.ts';
+import { ClientTable, PendingRequests, fitting, requestBytes } from './requests.ts';
+import { type ReplicaId, ViewInfo } from './view.ts';
+
+const emptyBytes: Bytes = new Uint8Array(0);
+
+interface InstanceValue {
+  readonly bytes: Bytes;
+  readonly digest: Bytes;
+  readonly key: string;
+  readonly requests: readonly ClientRequest[];
+}
+
+interface AcceptVote {
+  readonly key: string;
+  readonly signature: Bytes;
+}
+
+/** Everything this replica knows about its open instance. */
+class Instance {
+  readonly cid: number;
+  /** Values seen for this instance, by digest key (bounded by limits.writeSetMax * 2). */
+  readonly values = new Map<string, InstanceValue>();
+  /** regency → digest key of the value its leader proposed (the first one only: a second is equivocation). */
+  readonly proposals = new Map<number, string>();
+  readonly writes = new Map<number, Map<ReplicaId, string>>();
+  readonly accepts = new Map<number, Map<ReplicaId, AcceptVote>>();
+  /** digest key → the highest regency in which this replica wrote it. */
+  readonly writeSet = new Map<string, number>();
+  acceptedRegency = -1;
+  acceptedKey: string | null = null;
+  readonly sentAccept = new Set<number>();
+
+  constructor(cid: number) {
+    this.cid = cid;
+  }
+
+  state(): InstanceState {
+    return { acceptedRegency: this.acceptedRegency, acceptedDigest: this.acceptedKey, writeSet: this.writeSet };
+  }
+}
+
+interface ReceivedStopData {
+  readonly signed: SignedCollect;
+  readonly lastDecision: Decision | null;
+}
+
+interface BufferedMessage {
+  readonly from: ReplicaId;
+  readonly message: ReplicaMessage;
+}
+
+/** The start of a synchronized regency: instance `cid` continues there, bound to `batch` unless it is empty. */
+interface RegencyStart {
+  readonly regency: number;
+  readonly cid: number;
+  readonly batch: Bytes;
+}
+
+export interface CoreStatus {
+  readonly me: ReplicaId;
+  readonly viewNumber: number;
+  readonly regency: number;
+  readonly leader: ReplicaId;
+  readonly synchronized: boolean;
+  readonly lastDecidedCid: number;
+  readonly pendingRequests: number;
+  readonly bufferedMessages: number;
+  readonly leaderChanges: number;
+  readonly dropped: Readonly<Partial<Record<DropReasonCode, number>>>;
+}
+
+export interface CoreOptions {
+  /** Records persisted by an earlier incarnation, in the order they were written. */
+  readonly restore?: readonly PersistRecord[];
+  /** Only for tests that prove the checkers catch a broken protocol. */
+  readonly quorumsOverride?: Quorums;
+}
+
+export class ReplicaCore {
+  readonly config: CoreConfig;
+  private readonly crypto: CoreCrypto;
+  private readonly viewInfo: ViewInfo;
+  private readonly quorums: Quorums;
+  private readonly me: ReplicaId;
+
+  private nowTick = 0;
+  private regency = 0;
+  private syncedRegency = 0;
+  private regencyStart: RegencyStart | null = null;
+  private lastDecidedCid = -1;
+  private instance = new Instance(0);
+  private readonly pending = new PendingRequests();
+  private readonly clients = new ClientTable();
+  /** Recent decisions, insertion-ordered by cid, to serve lagging replicas. */
+  private readonly retained = new Map<number, Decision>();
+  private readonly futureDecisions = new Map<number, Decision>();
+  private future: BufferedMessage[] = [];
+  private draining = false;
+  private drainAgain = false;
+
+  // Leader change.
+  /** Latest STOP target of each member (only targets above the installed regency matter). */
+  private readonly stopTargets = new Map<ReplicaId, number>();
+  private myStopTarget = 0;
+  private changeStartedTick = 0;
+  private failedRegencies = 0;
+  private readonly stopData = new Map<ReplicaId, ReceivedStopData>();
+  private readonly stopDataValues = new Map<string, Bytes>();
+  private myStopData: StopData | null = null;
+  private syncSent: Sync | null = null;
+  private leaderChanges = 0;
+
+  // Timers.
+  private lastLeaderContactTick = 0;
+  private lastHeartbeatTick = 0;
+  private lastProgressTick = 0;
+  private lastRetransmitTick = 0;
+  private lastCatchUpTick = 0;
+  private catchUpRotation = 0;
+  private readonly peerCid = new Map<ReplicaId, number>();
+  private readonly lastServedTick = new Map<ReplicaId, number>();
+
+  // Output, drained by ready()/advance().
+  private persistOut: PersistRecord[] = [];
+  private messagesOut: Outbound[] = [];
+  private deliveriesOut: Delivery[] = [];
+  private noticesOut: ClientNotice[] = [];
+  private readonly dropped: Partial<Record<DropReasonCode, number>> = {};
+
+  constructor(config: CoreConfig, crypto: CoreCrypto, options: CoreOptions = {}) {
+    this.config = config;
+    this.crypto = crypto;
+    this.viewInfo = new ViewInfo(config.view, options.quorumsOverride);
+    this.quorums = this.viewInfo.quorums;
+    this.me = config.me;
+    invariant(this.viewInfo.isMember(this.me), 'a replica core runs only for a member of its view');
+    if (options.restore) this.restore(options.restore);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Public surface.
+
+  get leader(): ReplicaId {
+    return this.viewInfo.leaderOf(this.regency);
+  }
+
+  status(): CoreStatus {
+    return {
+      me: this.me,
+      viewNumber: this.config.view.number,
+      regency: this.regency,
+      leader: this.leader,
+      synchronized: this.syncedRegency === this.regency,
+      lastDecidedCid: this.lastDecidedCid,
+      pendingRequests: this.pending.size,
+      bufferedMessages: this.future.length,
+      leaderChanges: this.leaderChanges,
+      dropped: { ...this.dropped },
+    };
+  }
+
+  /** A message from another replica, whose identity the transport authenticated. */
+  step(from: ReplicaId, message: ReplicaMessage): void {
+    this.dispatch(from, message);
+  }
+
+  /** An ordered request from a client, whose identity the transport authenticated. */
+  receiveRequest(clientId: string, request: ClientRequest): void {
+    if (request.clientId !== clientId) return this.drop(DropReason.WRONG_CLIENT);
+    if (!request.ordered) return this.drop(DropReason.BAD_REQUEST);
+    if (!this.requestSignatureValid(request)) return this.drop(DropReason.BAD_SIGNATURE);
+    this.admit(request, true);
+  }
+
+  tick(): void {
+    this.nowTick++;
+    const changing = this.syncedRegency < this.regency || this.myStopTarget > this.regency;
+    if (changing) {
+      if (this.nowTick - this.changeStartedTick >= this.regencyTimeoutTicks()) {
+        this.failedRegencies++;
+        this.sendStop(Math.max(this.myStopTarget, this.regency) + 1);
+      }
+    } else {
+      this.checkRequestTimers();
+      this.checkLeaderSilence();
+    }
+    if (this.me === this.leader && this.syncedRegency === this.regency) this.maybeHeartbeat();
+    if (this.nowTick - this.lastRetransmitTick >= this.config.retransmitTicks) this.retransmit();
+    if (this.nowTick - this.lastCatchUpTick >= this.config.catchUpIntervalTicks) this.maybeCatchUp();
+  }
+
+  hasReady(): boolean {
+    return (
+      this.persistOut.length > 0 ||
+      this.messagesOut.length > 0 ||
+      this.deliveriesOut.length > 0 ||
+      this.noticesOut.length > 0
+    );
+  }
+
+  ready(): Ready {
+    return {
+      persist: this.persistOut,
+      messages: this.messagesOut,
+      deliveries: this.deliveriesOut,
+      notices: this.noticesOut,
+    };
+  }
+
+  /** The caller has persisted, sent and executed everything of the last ready(). */
+  advance(): void {
+    this.persistOut = [];
+    this.messagesOut = [];
+    this.deliveriesOut = [];
+    this.noticesOut = [];
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Dispatch: who may say what, and when.
+
+  private drop(reason: DropReasonCode): void {
+    this.dropped[reason] = (this.dropped[reason] ?? 0) + 1;
+  }
+
+  private dispatch(from: ReplicaId, message: ReplicaMessage): void {
+    if (!this.viewInfo.isMember(from) || from === this.me) return this.drop(DropReason.NOT_MEMBER);
+    if (message.view !== this.config.view.number) return this.drop(DropReason.WRONG_VIEW);
+    switch (message.type) {
+      case MessageType.PROPOSE:
+      case MessageType.WRITE:
+      case MessageType.ACCEPT:
+        return this.onInstanceMessage(from, message);
+      case MessageType.FORWARD:
+        return this.onForward(message);
+      case MessageType.STOP:
+        return this.onStop(from, message);
+      case MessageType.STOPDATA:
+        return this.onStopData(from, message);
+      case MessageType.SYNC:
+        return this.onSync(from, message);
+      case MessageType.HEARTBEAT:
+        return this.onHeartbeat(from, message);
+      case MessageType.DECISION_REQUEST:
+        return this.onDecisionRequest(from, message);
+      case MessageType.DECISION:
+        return this.onDecision(from, message);
+    }
+  }
+
+  private notePeerAt(peer: ReplicaId, cid: number): void {
+    if (cid > (this.peerCid.get(peer) ?? -1)) this.peerCid.set(peer, cid);
+  }
+
+  private buffer(from: ReplicaId, message: ReplicaMessage): void {
+    if (this.future.length >= limits.futureMessagesMax) return this.drop(DropReason.FUTURE_BUFFER_FULL);
+    this.future.push({ from, message });
+  }
+
+  /** Re-dispatch buffered messages after the open instance or the regency moved. */
+  private drainFuture(): void {
+    if (this.draining) {
+      this.drainAgain = true;
+      return;
+    }
+    this.draining = true;
+    try {
+      do {
+        this.drainAgain = false;
+        const buffered = this.future;
+        this.future = [];
+        for (const { from, message } of buffered) this.dispatch(from, message);
+      } while (this.drainAgain);
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private onInstanceMessage(from: ReplicaId, message: Propose | Write | Accept): void {
+    this.notePeerAt(from, message.cid);
+    const cid = this.instance.cid;
+    if (message.cid < cid) return this.drop(DropReason.STALE_INSTANCE);
+    if (message.cid > cid + limits.instancesAheadMax) return this.drop(DropReason.TOO_FAR_AHEAD);
+    if (message.regency < this.regency) {
+      // A late ACCEPT of an older regency still proves a decision: count it toward a certificate.
+      if (message.type === MessageType.ACCEPT && message.cid === cid) return this.onAccept(from, message);
+      return this.drop(DropReason.STALE_REGENCY);
+    }
+    const regencyReady = message.regency === this.regency && this.syncedRegency === this.regency;
+    if (message.cid > cid || !regencyReady) return this.buffer(from, message);
+    switch (message.type) {
+      case MessageType.PROPOSE:
+        return this.onPropose(from, message);
+      case MessageType.WRITE:
+        return this.onWrite(from, message);
+      case MessageType.ACCEPT:
+        return this.onAccept(from, message);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Client requests.
+
+  private requestSignatureValid(request: ClientRequest): boolean {
+    if (!this.config.requireSignedRequests) return true;
+    return (
+      request.signature !== null &&
+      this.crypto.verifyClient(request.clientId, requestSigningPayload(request), request.signature)
+    );
+  }
+
+  private busy(request: ClientRequest, reason: BusyReasonCode, fromClient: boolean): void {
+    if (fromClient) this.noticesOut.push({ kind: 'busy', clientId: request.clientId, seq: request.seq, reason });
+  }
+
+  private admit(request: ClientRequest, fromClient: boolean): void {
+    const last = this.clients.lastDecided(request.clientId);
+    if (request.seq <= last) {
+      if (fromClient) this.noticesOut.push({ kind: 'cached-reply', clientId: request.clientId, seq: request.seq });
+      return;
+    }
+    if (this.pending.has(request.clientId, request.seq)) return;
+    if (
+      request.seq > last + this.config.clientInFlightMax ||
+      this.pending.countFor(request.clientId) >= this.config.clientInFlightMax
+    ) {
+      return this.busy(request, BusyReason.CLIENT_IN_FLIGHT_FULL, fromClient);
+    }
+    if (this.pending.size >= this.config.pendingRequestsMax) return this.busy(request, BusyReason.PENDING_FULL, fromClient);
+    if (!this.clients.knows(request.clientId) && this.clients.size >= limits.clientsMax) {
+      return this.busy(request, BusyReason.CLIENTS_FULL, fromClient);
+    }
+    this.pending.add(request, this.nowTick);
+    this.maybePropose();
+  }
+
+  private onForward(message: Forward): void {
+    for (const request of message.requests) {
+      if (!request.ordered) {
+        this.drop(DropReason.BAD_REQUEST);
+        continue;
+      }
+      if (!this.requestSignatureValid(request)) {
+        this.drop(DropReason.BAD_SIGNATURE);
+        continue;
+      }
+      this.admit(request, false);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Batches.
+
+  /** Decode and check a proposed value against the replicated state before this instance; null if invalid. */
+  private validValue(bytes: Bytes): InstanceValue | null {
+    if (bytes.length === 0 || bytes.length > this.config.batchBytesMax) return null;
+    const decoded = decodeBatch(bytes);
+    if (!decoded.ok) return null;
+    const requests = decoded.batch.requests;
+    if (requests.length === 0 || requests.length > this.config.batchRequestsMax) return null;
+    const nextSeq = new Map<string, number>();
+    let newClients = 0;
+    for (const request of requests) {
+      if (!request.ordered || !this.requestSignatureValid(request)) return null;
+      const expected = nextSeq.get(request.clientId) ?? this.clients.lastDecided(request.clientId) + 1;
+      if (request.seq !== expected) return null;
+      if (!nextSeq.has(request.clientId) && !this.clients.knows(request.clientId)) newClients++;
+      nextSeq.set(request.clientId, expected + 1);
+    }
+    if (this.clients.size + newClients > limits.clientsMax) return null;
+    const digest = this.crypto.digest(bytes);
+    return { bytes, digest, key: digestKey(digest), requests };
+  }
+
+  /** Pending requests that may be ordered next: each client's run of consecutive sequence numbers. */
+  private buildBatch(): ClientRequest[] {
+    const taken: ClientRequest[] = [];
+    const nextSeq = new Map<string, number>();
+    let bytes = 16;
+    let newClients = 0;
+    for (const entry of this.pending.values()) {
+      const clientId = entry.request.clientId;
+      let seq = nextSeq.get(clientId) ?? this.clients.lastDecided(clientId) + 1;
+      if (entry.request.seq !== seq) continue;
+      if (!nextSeq.has(clientId) && !this.clients.knows(clientId)) {
+        if (this.clients.size + newClients >= limits.clientsMax) continue;
+        newClients++;
+      }
+      for (let next = this.pending.get(clientId, seq); next !== undefined; next = this.pending.get(clientId, seq)) {
+        if (taken.length >= this.config.batchRequestsMax || bytes + next.bytes > this.config.batchBytesMax) {
+          nextSeq.set(clientId, seq);
+          return taken;
+        }
+        taken.push(next.request);
+        bytes += next.bytes;
+        seq++;
+      }
+      nextSeq.set(clientId, seq);
+    }
+    return taken;
+  }
+
+  private encodeProposal(requests: ClientRequest[]): Bytes {
+    let bytes = encodeBatch({ requests });
+    // The size estimate is conservative, but the encoding is what counts: shrink until it fits.
+    while (bytes.length > this.config.batchBytesMax && requests.length > 1) {
+      requests = requests.slice(0, Math.ceil(requests.length / 2));
+      bytes = encodeBatch({ requests });
+    }
+    return bytes;
+  }
+
+  private maybePropose(): void {
+    if (this.me !== this.leader || this.syncedRegency !== this.regency || this.pending.size === 0) return;
+    if (this.instance.proposals.has(this.regency)) return;
+    const start = this.regencyStart;
+    if (start !== null && start.regency === this.regency) {
+      // SYNC already decided what this regency's first instance carries.
+      if (this.instance.cid < start.cid) return;
+      if (this.instance.cid === start.cid && start.batch.length > 0) return;
+    }
+    const requests = this.buildBatch();
+    if (requests.length === 0) return;
+    const batch = this.encodeProposal(requests);
+    const propose: Propose = {
+      type: MessageType.PROPOSE,
+      view: this.config.view.number,
+      cid: this.instance.cid,
+      regency: this.regency,
+      batch,
+    };
+    this.messagesOut.push({ to: 'others', message: propose });
+    this.acceptProposal(this.regency, batch);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Normal case: PROPOSE → WRITE → ACCEPT → decide.
+
+  private onPropose(from: ReplicaId, message: Propose): void {
+    if (from !== this.leader) return this.drop(DropReason.NOT_FROM_LEADER);
+    const start = this.regencyStart;
+    if (start !== null && start.regency === message.regency) {
+      if (message.cid < start.cid) return this.drop(DropReason.STALE_INSTANCE);
+      if (message.cid === start.cid && start.batch.length > 0) {
+        // The SYNC bound this instance's value; a PROPOSE may only repeat it.
+        const same = digestKey(this.crypto.digest(message.batch)) === this.instance.proposals.get(message.regency);
+        return this.drop(same ? DropReason.DUPLICATE : DropReason.CONFLICTING_VOTE);
+      }
+    }
+    this.lastLeaderContactTick = this.nowTick;
+    this.acceptProposal(message.regency, message.batch);
+  }
+
+  /** Take the value of the current regency's leader for the open instance, and vote for it. */
+  private acceptProposal(regency: number, bytes: Bytes): void {
+    const instance = this.instance;
+    const existing = instance.proposals.get(regency);
+    if (existing !== undefined) {
+      const key = digestKey(this.crypto.digest(bytes));
+      return this.drop(key === existing ? DropReason.DUPLICATE : DropReason.CONFLICTING_VOTE);
+    }
+    const value = this.validValue(bytes);
+    if (value === null) return this.drop(DropReason.BAD_BATCH);
+    instance.proposals.set(regency, value.key);
+    this.rememberValue(value);
+    if (this.config.view.mode === 'crash') return this.acceptValue(regency, value);
+    const previous = instance.writeSet.get(value.key);
+    if (previous === undefined || previous < regency) {
+      if (previous === undefined && instance.writeSet.size >= limits.writeSetMax) this.evictOldestWrite();
+      instance.writeSet.set(value.key, regency);
+    }
+    this.persistOut.push({ kind: 'write', cid: instance.cid, regency, batch: bytes });
+    const write: Write = {
+      type: MessageType.WRITE,
+      view: this.config.view.number,
+      cid: instance.cid,
+      regency,
+      digest: value.digest,
+    };
+    this.messagesOut.push({ to: 'others', message: write });
+    this.recordWrite(this.me, regency, value.key);
+  }
+
+  private evictOldestWrite(): void {
+    let oldestKey: string | null = null;
+    let oldest = Infinity;
+    for (const [key, regency] of this.instance.writeSet) {
+      if (regency < oldest) {
+        oldest = regency;
+        oldestKey = key;
+      }
+    }
+    if (oldestKey !== null) this.instance.writeSet.delete(oldestKey);
+  }
+
+  private rememberValue(value: InstanceValue): void {
+    const values = this.instance.values;
+    if (values.has(value.key) || values.size >= limits.writeSetMax * 2) return;
+    values.set(value.key, value);
+  }
+
+  private onWrite(from: ReplicaId, message: Write): void {
+    if (this.config.view.mode === 'crash') return this.drop(DropReason.SCHEMA);
+    this.recordWrite(from, message.regency, digestKey(message.digest));
+  }
+
+  private recordWrite(from: ReplicaId, regency: number, key: string): void {
+    let votes = this.instance.writes.get(regency);
+    if (votes === undefined) {
+      votes = new Map();
+      this.instance.writes.set(regency, votes);
+    }
+    const previous = votes.get(from);
+    if (previous !== undefined) return this.drop(previous === key ? DropReason.DUPLICATE : DropReason.CONFLICTING_VOTE);
+    votes.set(from, key);
+    this.checkWriteQuorum(regency, key);
+  }
+
+  private checkWriteQuorum(regency: number, key: string): void {
+    const instance = this.instance;
+    if (regency !== this.regency || this.syncedRegency !== regency || instance.sentAccept.has(regency)) return;
+    const value = instance.values.get(key);
+    if (value === undefined) return;
+    let count = 0;
+    for (const voted of instance.writes.get(regency)?.values() ?? []) if (voted === key) count++;
+    if (count >= this.quorums.write) this.acceptValue(regency, value);
+  }
+
+  private acceptValue(regency: number, value: InstanceValue): void {
+    const instance = this.instance;
+    instance.sentAccept.add(regency);
+    instance.acceptedRegency = regency;
+    instance.acceptedKey = value.key;
+    this.persistOut.push({ kind: 'accept', cid: instance.cid, regency, batch: value.bytes });
+    const accept = this.signedAccept(regency, value.digest);
+    this.messagesOut.push({ to: 'others', message: accept });
+    this.recordAccept(this.me, regency, value.key, accept.signature);
+  }
+
+  private signedAccept(regency: number, digest: Bytes): Accept {
+    const view = this.config.view.number;
+    const cid = this.instance.cid;
+    const signature = this.crypto.sign(acceptSigningPayload(view, cid, regency, digest));
+    return { type: MessageType.ACCEPT, view, cid, regency, digest, signature };
+  }
+
+  private onAccept(from: ReplicaId, message: Accept): void {
+    const payload = acceptSigningPayload(message.view, message.cid, message.regency, message.digest);
+    if (!this.crypto.verifyReplica(from, payload, message.signature)) return this.drop(DropReason.BAD_SIGNATURE);
+    this.recordAccept(from, message.regency, digestKey(message.digest), message.signature);
+  }
+
+  private recordAccept(from: ReplicaId, regency: number, key: string, signature: Bytes): void {
+    const instance = this.instance;
+    let votes = instance.accepts.get(regency);
+    if (votes === undefined) {
+      votes = new Map();
+      instance.accepts.set(regency, votes);
+    }
+    const previous = votes.get(from);
+    if (previous !== undefined) {
+      return this.drop(previous.key === key ? DropReason.DUPLICATE : DropReason.CONFLICTING_VOTE);
+    }
+    votes.set(from, { key, signature });
+    this.checkAcceptQuorum(regency, key);
+  }
+
+  private checkAcceptQuorum(regency: number, key: string): void {
+    const instance = this.instance;
+    const value = instance.values.get(key);
+    if (value === undefined) return;
+    const matching: Vote[] = [];
+    for (const [replica, vote] of instance.accepts.get(regency) ?? []) {
+      if (vote.key === key) matching.push({ replica, signature: vote.signature });
+    }
+    if (matching.length < this.quorums.accept) return;
+    matching.sort((a, b) => a.replica - b.replica);
+    const votes = matching.slice(0, this.quorums.accept);
+    this.decide({ cid: instance.cid, regency, batch: value.bytes, votes }, value.requests);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Decisions.
+
+  /** The digest of a decision's batch if its certificate holds, else null. */
+  private verifiedDecisionDigest(decision: Decision): Bytes | null {
+    if (decision.votes.length < this.quorums.accept) return null;
+    const digest = this.crypto.digest(decision.batch);
+    const payload = acceptSigningPayload(this.config.view.number, decision.cid, decision.regency, digest);
+    const signers = new Set<ReplicaId>();
+    for (const vote of decision.votes) {
+      if (!this.viewInfo.isMember(vote.replica) || signers.has(vote.replica)) return null;
+      if (!this.crypto.verifyReplica(vote.replica, payload, vote.signature)) return null;
+      signers.add(vote.replica);
+    }
+    return digest;
+  }
+
+  /** A decision whose certificate was checked: apply it now if it is next, keep it if it is ahead. */
+  private offerDecision(decision: Decision): void {
+    if (decision.cid < this.instance.cid) return;
+    if (decision.cid > this.instance.cid) {
+      if (this.futureDecisions.size < limits.instancesAheadMax) this.futureDecisions.set(decision.cid, decision);
+      return;
+    }
+    const value = this.validValue(decision.batch);
+    // A certificate for an invalid batch needs more than f faulty replicas; refuse it rather than crash.
+    if (value === null) return this.drop(DropReason.BAD_BATCH);
+    this.decide(decision, value.requests);
+  }
+
+  private decide(decision: Decision, requests: readonly ClientRequest[]): void {
+    invariant(decision.cid === this.instance.cid, 'decisions are applied in cid order');
+    this.persistOut.push({ kind: 'decision', decision });
+    this.deliveriesOut.push({ decision, requests });
+    this.applyDecision(decision, requests);
+    if (decision.regency === this.regency && this.syncedRegency === this.regency) {
+      this.failedRegencies = 0;
+      this.changeStartedTick = this.nowTick;
+    }
+    this.lastProgressTick = this.nowTick;
+    this.openInstance(decision.cid + 1);
+  }
+
+  /** The part of deciding that restoring from the log repeats. */
+  private applyDecision(decision: Decision, requests: readonly ClientRequest[]): void {
+    for (const request of requests) {
+      this.clients.record(request.clientId, request.seq);
+      this.pending.remove(request.clientId, request.seq);
+    }
+    this.retained.set(decision.cid, decision);
+    if (this.retained.size > limits.decisionsRetainedMax) {
+      const oldest = this.retained.keys().next();
+      if (!oldest.done) this.retained.delete(oldest.value);
+    }
+    this.lastDecidedCid = decision.cid;
+  }
+
+  private openInstance(cid: number): void {
+    this.instance = new Instance(cid);
+    this.futureDecisions.delete(cid - 1);
+    const next = this.futureDecisions.get(cid);
+    if (next !== undefined) {
+      this.futureDecisions.delete(cid);
+      this.offerDecision(next);
+      return;
+    }
+    const start = this.regencyStart;
+    if (
+      start !== null &&
+      start.regency === this.regency &&
+      this.syncedRegency === this.regency &&
+      start.cid === cid &&
+      start.batch.length > 0
+    ) {
+      this.acceptProposal(this.regency, start.batch);
+    }
+    this.drainFuture();
+    this.maybePropose();
+  }
+
+  private onDecisionRequest(from: ReplicaId, message: DecisionRequest): void {
+    const served = this.lastServedTick.get(from);
+    if (served !== undefined && this.nowTick - served < this.config.catchUpIntervalTicks) {
+      return this.drop(DropReason.RATE_LIMITED);
+    }
+    this.lastServedTick.set(from, this.nowTick);
+    const last = Math.min(this.lastDecidedCid, message.fromCid + limits.decisionsPerFetchMax - 1);
+    for (let cid = message.fromCid; cid <= last; cid++) {
+      const decision = this.retained.get(cid);
+      if (decision === undefined) continue;
+      const reply: DecisionMessage = { type: MessageType.DECISION, view: this.config.view.number, decision };
+      this.messagesOut.push({ to: from, message: reply });
+    }
+  }
+
+  private onDecision(from: ReplicaId, message: DecisionMessage): void {
+    const decision = message.decision;
+    if (decision.cid < this.instance.cid) return this.drop(DropReason.STALE_INSTANCE);
+    if (decision.cid > this.instance.cid + limits.instancesAheadMax) return this.drop(DropReason.TOO_FAR_AHEAD);
+    if (this.verifiedDecisionDigest(decision) === null) return this.drop(DropReason.BAD_CERTIFICATE);
+    this.notePeerAt(from, decision.cid + 1);
+    this.offerDecision(decision);
+  }
+
+  private maybeCatchUp(): void {
+    this.lastCatchUpTick = this.nowTick;
+    const ahead: ReplicaId[] = [];
+    for (const [peer, cid] of this.peerCid) if (cid > this.instance.cid) ahead.push(peer);
+    // Only believe we are behind when enough replicas say so that one of them is correct.
+    if (ahead.length < this.quorums.includesCorrect) return;
+    ahead.sort((a, b) => a - b);
+    const peer = ahead[this.catchUpRotation++ % ahead.length] as ReplicaId;
+    const request: DecisionRequest = {
+      type: MessageType.DECISION_REQUEST,
+      view: this.config.view.number,
+      fromCid: this.instance.cid,
+    };
+    this.messagesOut.push({ to: peer, message: request });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Timers: request timers, leader silence, heartbeats, retransmission.
+
+  private regencyTimeoutTicks(): number {
+    const factor = Math.min(2 ** this.failedRegencies, limits.regencyTimeoutBackoffMax);
+    return this.config.regencyTimeoutTicks * factor;
+  }
+
+  private checkRequestTimers(): void {
+    const toForward: ClientRequest[] = [];
+    const expired = [];
+    for (const entry of this.pending.values()) {
+      if (this.nowTick - entry.timerStartTick < this.config.requestTimeoutTicks) break;
+      expired.push(entry);
+    }
+    let stop = false;
+    for (const entry of expired) {
+      if (entry.stage === 0 && this.me !== this.leader) {
+        toForward.push(entry.request);
+        this.pending.restartTimer(entry, this.nowTick, 1);
+      } else {
+        stop = true;
+      }
+    }
+    for (const requests of fitting(toForward, limits.requestsPerMessageMax, this.config.batchBytesMax)) {
+      const forward: Forward = { type: MessageType.FORWARD, view: this.config.view.number, requests };
+      this.messagesOut.push({ to: this.leader, message: forward });
+    }
+    if (stop) this.sendStop(this.regency + 1);
+  }
+
+  private checkLeaderSilence(): void {
+    if (this.me === this.leader) return;
+    if (this.nowTick - this.lastLeaderContactTick > this.config.leaderSilenceTimeoutTicks) {
+      this.sendStop(this.regency + 1);
+    }
+  }
+
+  private maybeHeartbeat(): void {
+    if (this.nowTick - this.lastHeartbeatTick < this.config.heartbeatIntervalTicks) return;
+    this.lastHeartbeatTick = this.nowTick;
+    const heartbeat: Heartbeat = {
+      type: MessageType.HEARTBEAT,
+      view: this.config.view.number,
+      regency: this.regency,
+      lastDecidedCid: this.lastDecidedCid,
+    };
+    this.messagesOut.push({ to: 'others', message: heartbeat });
+  }
+
+  private onHeartbeat(from: ReplicaId, message: Heartbeat): void {
+    this.notePeerAt(from, message.lastDecidedCid + 1);
+    if (message.regency !== this.regency) return this.drop(DropReason.STALE_REGENCY);
+    if (from !== this.leader) return this.drop(DropReason.NOT_FROM_LEADER);
+    if (this.syncedRegency === this.regency) this.lastLeaderContactTick = this.nowTick;
+  }
+
+  /** Messages get lost; send again what this replica said in the step that is not finished. */
+  private retransmit(): void {
+    this.lastRetransmitTick = this.nowTick;
+    const view = this.config.view.number;
+    if (this.myStopTarget > this.regency) {
+      const stop: Stop = { type: MessageType.STOP, view, regency: this.myStopTarget, requests: [] };
+      this.messagesOut.push({ to: 'others', message: stop });
+    }
+    if (this.syncedRegency < this.regency) {
+      if (this.myStopData !== null && this.me !== this.leader) {
+        this.messagesOut.push({ to: this.leader, message: this.myStopData });
+      }
+      return;
+    }
+    if (this.nowTick - this.lastProgressTick < this.config.retransmitTicks) return;
+    const instance = this.instance;
+    const proposed = instance.proposals.get(this.regency);
+    const value = proposed === undefined ? undefined : instance.values.get(proposed);
+    if (value === undefined) return;
+    if (this.me === this.leader) {
+      if (this.syncSent !== null && this.syncSent.regency === this.regency && this.syncSent.cid === instance.cid) {
+        this.messagesOut.push({ to: 'others', message: this.syncSent });
+      } else {
+        const propose: Propose = { type: MessageType.PROPOSE, view, cid: instance.cid, regency: this.regency, batch: value.bytes };
+        this.messagesOut.push({ to: 'others', message: propose });
+      }
+    }
+    if (this.config.view.mode === 'bft') {
+      const write: Write = { type: MessageType.WRITE, view, cid: instance.cid, regency: this.regency, digest: value.digest };
+      this.messagesOut.push({ to: 'others', message: write });
+    }
+    if (instance.sentAccept.has(this.regency) && instance.acceptedKey !== null) {
+      const accepted = instance.values.get(instance.acceptedKey);
+      if (accepted !== undefined) {
+        this.messagesOut.push({ to: 'others', message: this.signedAccept(this.regency, accepted.digest) });
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Leader change: STOP → STOPDATA → SYNC.
+
+  private sendStop(target: number): void {
+    if (target <= this.myStopTarget || target <= this.regency) return;
+    this.myStopTarget = target;
+    this.stopTargets.set(this.me, target);
+    this.changeStartedTick = this.nowTick;
+    const stop: Stop = {
+      type: MessageType.STOP,
+      view: this.config.view.number,
+      regency: target,
+      requests: this.pending.oldest(limits.requestsPerMessageMax, this.config.batchBytesMax),
+    };
+    this.messagesOut.push({ to: 'others', message: stop });
+    this.evaluateStops();
+  }
+
+  private onStop(from: ReplicaId, message: Stop): void {
+    if (message.regency <= this.regency) return this.drop(DropReason.STALE_REGENCY);
+    if (message.regency > (this.stopTargets.get(from) ?? -1)) this.stopTargets.set(from, message.regency);
+    // The next leader must see requests the old one sat on.
+    this.onForward({ type: MessageType.FORWARD, view: message.view, requests: message.requests });
+    this.evaluateStops();
+  }
+
+  /**
+   * A replica asking for regency t also gives up every regency below t, so a STOP for t counts for all
+   * targets up to t. Join at the (f+1)-th highest target (one correct replica wants it); install at the
+   * (2f+1)-th highest (crash mode: 1st and (f+1)-th).
+   */
+  private evaluateStops(): void {
+    const targets: number[] = [];
+    for (const target of this.stopTargets.values()) if (target > this.regency) targets.push(target);
+    targets.sort((a, b) => b - a);
+    const join = targets[this.quorums.stopJoin - 1];
+    if (join !== undefined && join > this.myStopTarget) return this.sendStop(join);
+    const install = targets[this.quorums.stopInstall - 1];
+    if (install !== undefined && install > this.regency) this.installRegency(install);
+  }
+
+  private installRegency(target: number): void {
+    this.regency = target;
+    this.myStopTarget = Math.max(this.myStopTarget, target);
+    this.leaderChanges++;
+    this.persistOut.push({ kind: 'regency', regency: target });
+    for (const [replica, wanted] of this.stopTargets) if (wanted <= target) this.stopTargets.delete(replica);
+    this.changeStartedTick = this.nowTick;
+    this.lastLeaderContactTick = this.nowTick;
+    this.stopData.clear();
+    this.stopDataValues.clear();
+    this.syncSent = null;
+    this.pending.restartAllTimers(this.nowTick);
+    this.myStopData = this.makeStopData(target);
+    if (this.me === this.leader) this.onStopDataVerified(this.me, this.myStopData);
+    else this.messagesOut.push({ to: this.leader, message: this.myStopData });
+    this.drainFuture();
+  }
+
+  private makeStopData(regency: number): StopData {
+    const instance = this.instance;
+    const digestOf = (key: string): Bytes => {
+      const value = instance.values.get(key);
+      invariant(value !== undefined, 'a replica writes and accepts only values it holds');
+      return value.digest;
+    };
+    const writeSet = [...instance.writeSet]
+      .sort((a, b) => a[1] - b[1] || (a[0] < b[0] ? -1 : 1))
+      .map(([key, written]) => ({ regency: written, digest: digestOf(key) }));
+    const collect: Collect = {
+      replica: this.me,
+      view: this.config.view.number,
+      regency,
+      cid: instance.cid,
+      acceptedRegency: instance.acceptedRegency,
+      acceptedDigest: instance.acceptedKey === null ? null : digestOf(instance.acceptedKey),
+      writeSet,
+    };
+    // The accepted value first, then the most recently written ones, within a bound on bytes.
+    const byRecency = [...instance.writeSet].sort((a, b) => b[1] - a[1]).map(([key]) => key);
+    const keys = new Set(instance.acceptedKey === null ? byRecency : [instance.acceptedKey, ...byRecency]);
+    const values: Bytes[] = [];
+    let valuesBytes = 0;
+    for (const key of keys) {
+      const bytes = instance.values.get(key)?.bytes ?? emptyBytes;
+      if (valuesBytes + bytes.length > limits.stopDataValuesBytesMax) break;
+      values.push(bytes);
+      valuesBytes += bytes.length;
+    }
+    return {
+      type: MessageType.STOPDATA,
+      view: this.config.view.number,
+      regency,
+      collect: { collect, signature: this.crypto.sign(collectSigningPayload(collect)) },
+      lastDecision: this.retained.get(instance.cid - 1) ?? null,
+      values,
+    };
+  }
+
+  /** Why a signed collect cannot count for installing `regency`, or null. BFT-SMaRt PR #121's first two holes. */
+  private invalidCollect(signed: SignedCollect, regency: number): DropReasonCode | null {
+    const collect = signed.collect;
+    if (!this.viewInfo.isMember(collect.replica)) return DropReason.COLLECT_NOT_MEMBER;
+    if (collect.regency !== regency || collect.view !== this.config.view.number) return DropReason.COLLECT_WRONG_REGENCY;
+    if (!this.crypto.verifyReplica(collect.replica, collectSigningPayload(collect), signed.signature)) {
+      return DropReason.BAD_COLLECT;
+    }
+    // Values are accepted and written only in regencies before the one being installed.
+    if (collect.acceptedRegency >= regency) return DropReason.BAD_COLLECT;
+    if ((collect.acceptedRegency < 0) !== (collect.acceptedDigest === null)) return DropReason.BAD_COLLECT;
+    const digests = new Set<string>();
+    for (const written of collect.writeSet) {
+      const key = digestKey(written.digest);
+      if (written.regency >= regency || digests.has(key)) return DropReason.BAD_COLLECT;
+      digests.add(key);
+    }
+    return null;
+  }
+
+  /** A decision proving that instance `cid - 1` is decided, as a STOPDATA or SYNC must carry. */
+  private provesPredecessor(lastDecision: Decision | null, cid: number): boolean {
+    if (cid === 0) return lastDecision === null;
+    return lastDecision !== null && lastDecision.cid === cid - 1 && this.verifiedDecisionDigest(lastDecision) !== null;
+  }
+
+  private onStopData(from: ReplicaId, message: StopData): void {
+    if (message.regency < this.regency) return this.drop(DropReason.STALE_REGENCY);
+    if (message.regency > this.regency) return this.buffer(from, message);
+    if (this.me !== this.leader) return this.drop(DropReason.MISDIRECTED);
+    if (this.syncedRegency === this.regency) {
+      // The sender missed our SYNC.
+      if (this.syncSent !== null) this.messagesOut.push({ to: from, message: this.syncSent });
+      return this.drop(DropReason.DUPLICATE);
+    }
+    if (message.collect.collect.replica !== from) return this.drop(DropReason.BAD_COLLECT);
+    const reason = this.invalidCollect(message.collect, message.regency);
+    if (reason !== null) return this.drop(reason);
+    if (!this.provesPredecessor(message.lastDecision, message.collect.collect.cid)) {
+      return this.drop(DropReason.BAD_CERTIFICATE);
+    }
+    this.notePeerAt(from, message.collect.collect.cid);
+    this.onStopDataVerified(from, message);
+  }
+
+  private onStopDataVerified(from: ReplicaId, message: StopData): void {
+    this.stopData.set(from, { signed: message.collect, lastDecision: message.lastDecision });
+    for (const bytes of message.values) {
+      if (this.stopDataValues.size >= (limits.writeSetMax + 1) * this.viewInfo.n) break;
+      if (bytes.length > 0) this.stopDataValues.set(digestKey(this.crypto.digest(bytes)), bytes);
+    }
+    if (message.lastDecision !== null) this.offerDecision(message.lastDecision);
+    this.tryBuildSync();
+  }
+
+  private static statesFor(collects: readonly SignedCollect[], cid: number): InstanceState[] {
+    // A replica whose open instance is older than `cid` has written and accepted nothing in `cid`.
+    return collects.map(({ collect }) => {
+      if (collect.cid !== cid) return emptyInstanceState;
+      const writeSet = new Map<string, number>();
+      for (const written of collect.writeSet) writeSet.set(digestKey(written.digest), written.regency);
+      return {
+        acceptedRegency: collect.acceptedRegency,
+        acceptedDigest: collect.acceptedDigest === null ? null : digestKey(collect.acceptedDigest),
+        writeSet,
+      };
+    });
+  }
+
+  private tryBuildSync(): void {
+    if (this.me !== this.leader || this.syncedRegency === this.regency) return;
+    if (this.stopData.size < this.quorums.collect) return;
+    const received = [...this.stopData.entries()].sort((a, b) => a[0] - b[0]).map(([, data]) => data);
+    let cid = 0;
+    let lastDecision: Decision | null = null;
+    for (const data of received) {
+      if (data.signed.collect.cid > cid) {
+        cid = data.signed.collect.cid;
+        lastDecision = data.lastDecision;
+      }
+    }
+    const collects = received.map((data) => data.signed);
+    const choice = chooseValue(this.config.view.mode, ReplicaCore.statesFor(collects, cid), this.quorums);
+    if (choice.kind === 'unsound') return;
+    let batch = emptyBytes;
+    if (choice.kind === 'bound') {
+      const bound = this.stopDataValues.get(choice.digest) ?? this.instance.values.get(choice.digest)?.bytes;
+      if (bound === undefined) return;
+      batch = bound;
+    } else if (this.instance.cid === cid) {
+      const requests = this.buildBatch();
+      if (requests.length > 0) batch = this.encodeProposal(requests);
+    }
+    const sync: Sync = {
+      type: MessageType.SYNC,
+      view: this.config.view.number,
+      regency: this.regency,
+      cid,
+      collects,
+      lastDecision,
+      batch,
+    };
+    this.syncSent = sync;
+    this.messagesOut.push({ to: 'others', message: sync });
+    this.completeSync(sync);
+  }
+
+  private onSync(from: ReplicaId, message: Sync): void {
+    if (from !== this.viewInfo.leaderOf(message.regency)) return this.drop(DropReason.NOT_FROM_LEADER);
+    if (message.regency < this.regency) return this.drop(DropReason.STALE_REGENCY);
+    if (message.regency === this.regency && this.syncedRegency === this.regency) return this.drop(DropReason.DUPLICATE);
+    const reason = this.invalidSync(message);
+    if (reason !== null) return this.drop(reason);
+    this.notePeerAt(from, message.cid);
+    // A valid SYNC shows that enough replicas installed its regency; follow even if our STOPs were lost.
+    if (message.regency > this.regency) this.installRegency(message.regency);
+    this.completeSync(message);
+  }
+
+  /** Every receiver re-checks the leader's work: the third hole of BFT-SMaRt PR #121 included. */
+  private invalidSync(message: Sync): DropReasonCode | null {
+    if (message.collects.length < this.quorums.collect) return DropReason.BAD_SYNC;
+    const replicas = new Set<ReplicaId>();
+    let cid = 0;
+    for (const signed of message.collects) {
+      const reason = this.invalidCollect(signed, message.regency);
+      if (reason !== null) return reason;
+      if (replicas.has(signed.collect.replica)) return DropReason.BAD_SYNC;
+      replicas.add(signed.collect.replica);
+      cid = Math.max(cid, signed.collect.cid);
+    }
+    if (message.cid !== cid) return DropReason.BAD_SYNC;
+    if (!this.provesPredecessor(message.lastDecision, cid)) return DropReason.BAD_CERTIFICATE;
+    const states = ReplicaCore.statesFor(message.collects, cid);
+    const key = message.batch.length === 0 ? null : digestKey(this.crypto.digest(message.batch));
+    if (!syncValueAllowed(this.config.view.mode, states, this.quorums, key)) return DropReason.BAD_SYNC;
+    return null;
+  }
+
+  private completeSync(sync: Sync): void {
+    this.syncedRegency = sync.regency;
+    this.regencyStart = { regency: sync.regency, cid: sync.cid, batch: sync.batch };
+    this.persistOut.push({ kind: 'synced', regency: sync.regency, cid: sync.cid, batch: sync.batch });
+    this.lastLeaderContactTick = this.nowTick;
+    this.changeStartedTick = this.nowTick;
+    this.lastProgressTick = this.nowTick;
+    this.myStopData = null;
+    if (sync.lastDecision !== null) this.offerDecision(sync.lastDecision);
+    if (this.instance.cid === sync.cid && sync.batch.length > 0 && !this.instance.proposals.has(sync.regency)) {
+      this.acceptProposal(sync.regency, sync.batch);
+    }
+    this.drainFuture();
+    this.maybePropose();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Restart.
+
+  /** Rebuild from persisted records: the replica comes back having said exactly what it said before. */
+  private restore(records: readonly PersistRecord[]): void {
+    const votes: PersistRecord[] = [];
+    for (const record of records) {
+      switch (record.kind) {
+        case 'decision': {
+          const decoded = decodeBatch(record.decision.batch);
+          invariant(decoded.ok, 'a persisted decision holds a valid batch');
+          this.applyDecision(record.decision, decoded.batch.requests);
+          break;
+        }
+        case 'regency':
+          this.regency = Math.max(this.regency, record.regency);
+          break;
+        case 'synced':
+          if (record.regency >= this.syncedRegency) {
+            this.syncedRegency = record.regency;
+            this.regencyStart = { regency: record.regency, cid: record.cid, batch: record.batch };
+          }
+          break;
+        case 'write':
+        case 'accept':
+          votes.push(record);
+          break;
+      }
+    }
+    this.myStopTarget = this.regency;
+    this.instance = new Instance(this.lastDecidedCid + 1);
+    for (const record of votes) {
+      if ((record.kind !== 'write' && record.kind !== 'accept') || record.cid !== this.instance.cid) continue;
+      const digest = this.crypto.digest(record.batch);
+      const decoded = decodeBatch(record.batch);
+      invariant(decoded.ok, 'a persisted vote holds a valid batch');
+      const value: InstanceValue = { bytes: record.batch, digest, key: digestKey(digest), requests: decoded.batch.requests };
+      this.rememberValue(value);
+      this.instance.proposals.set(record.regency, value.key);
+      if (record.kind === 'write') {
+        this.instance.writeSet.set(value.key, Math.max(record.regency, this.instance.writeSet.get(value.key) ?? -1));
+      } else {
+        this.instance.sentAccept.add(record.regency);
+        if (record.regency >= this.instance.acceptedRegency) {
+          this.instance.acceptedRegency = record.regency;
+          this.instance.acceptedKey = value.key;
+        }
+      }
+    }
+  }
+}
+
+export { requestBytes };

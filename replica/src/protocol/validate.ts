@@ -1,0 +1,323 @@
+// The validation boundary: every value decoded from the network passes one of these schemas before any
+// other code reads it (TigerBeetle's validate-and-drop). A value that fails is dropped with a reason that
+// metrics count; nothing here throws on bad input.
+//
+// Schemas check shape and bounds only: what needs state (membership, regency, quorums, signatures) is the
+// core's job. Every array and byte field has a cap from constants.ts, so a validated message is bounded.
+
+import { z } from 'zod';
+import { limits } from '../constants.ts';
+import {
+  type Accept,
+  type Batch,
+  type Busy,
+  BusyReason,
+  type ClientRequest,
+  type Collect,
+  type Decision,
+  type DecisionMessage,
+  type DecisionRequest,
+  type Forward,
+  type Heartbeat,
+  type Message,
+  MessageType,
+  type MessageTypeCode,
+  type Propose,
+  type Reply,
+  type RequestMessage,
+  type SignedCollect,
+  type Stop,
+  type StopData,
+  type Sync,
+  type Vote,
+  type Write,
+  type WrittenValue,
+} from './messages.ts';
+import { DropReason, type DropReasonCode } from './reasons.ts';
+
+export interface Rejection {
+  readonly ok: false;
+  readonly reason: DropReasonCode;
+  /** At most 200 characters, for logs: metrics count the reason, never the detail (it echoes peer input). */
+  readonly detail: string;
+}
+
+export type MessageResult = { readonly ok: true; readonly message: Message } | Rejection;
+export type BatchResult = { readonly ok: true; readonly batch: Batch } | Rejection;
+
+// --- Field schemas -----------------------------------------------------------------------------------
+
+// z.int() already restricts to the safe integer range.
+const nonNegativeInteger = z.int().min(0);
+/** Instance numbers where "none yet" is -1 (last decided cid, accepted regency). */
+const integerOrMinusOne = z.int().min(-1);
+const sequenceNumber = z.int().min(1);
+const replicaId = nonNegativeInteger;
+
+/**
+ * A byte field of bounded length. One custom check instead of instanceof + two refinements: this runs
+ * several times per message on the hot path. msgpackr decodes bin as Buffer, a Uint8Array subclass.
+ */
+function bytes(lengthMin: number, lengthMax: number) {
+  return z.custom<Uint8Array>(
+    (value) => value instanceof Uint8Array && value.length >= lengthMin && value.length <= lengthMax,
+    { error: `expected ${lengthMin}..${lengthMax} bytes` },
+  );
+}
+
+const digestBytes = bytes(1, limits.digestBytesMax);
+const signatureBytes = bytes(1, limits.signatureBytesMax);
+/** An encoded Batch is a msgpack map, never empty. */
+const batchBytes = bytes(1, limits.batchBytesMax);
+const clientId = z.string().min(1).max(limits.clientIdLengthMax);
+
+// --- Nested types ------------------------------------------------------------------------------------
+
+export const clientRequestSchema = z.object({
+  clientId,
+  seq: sequenceNumber,
+  ordered: z.boolean(),
+  operation: bytes(0, limits.operationBytesMax),
+  signature: signatureBytes.nullable(),
+});
+
+export const batchSchema = z.object({
+  requests: z.array(clientRequestSchema).max(limits.batchRequestsMax),
+});
+
+export const voteSchema = z.object({
+  replica: replicaId,
+  signature: signatureBytes,
+});
+
+export const decisionSchema = z.object({
+  cid: nonNegativeInteger,
+  regency: nonNegativeInteger,
+  batch: batchBytes,
+  votes: z.array(voteSchema).max(limits.membersMax),
+});
+
+export const writtenValueSchema = z.object({
+  regency: nonNegativeInteger,
+  digest: digestBytes,
+});
+
+export const collectSchema = z.object({
+  replica: replicaId,
+  view: nonNegativeInteger,
+  regency: nonNegativeInteger,
+  cid: nonNegativeInteger,
+  acceptedRegency: integerOrMinusOne,
+  acceptedDigest: digestBytes.nullable(),
+  writeSet: z.array(writtenValueSchema).max(limits.writeSetMax),
+});
+
+export const signedCollectSchema = z.object({
+  collect: collectSchema,
+  signature: signatureBytes,
+});
+
+const forwardedRequests = z.array(clientRequestSchema).max(limits.requestsPerMessageMax);
+
+// --- Messages ----------------------------------------------------------------------------------------
+
+export const proposeSchema = z.object({
+  type: z.literal(MessageType.PROPOSE),
+  view: nonNegativeInteger,
+  cid: nonNegativeInteger,
+  regency: nonNegativeInteger,
+  batch: batchBytes,
+});
+
+export const writeSchema = z.object({
+  type: z.literal(MessageType.WRITE),
+  view: nonNegativeInteger,
+  cid: nonNegativeInteger,
+  regency: nonNegativeInteger,
+  digest: digestBytes,
+});
+
+export const acceptSchema = z.object({
+  type: z.literal(MessageType.ACCEPT),
+  view: nonNegativeInteger,
+  cid: nonNegativeInteger,
+  regency: nonNegativeInteger,
+  digest: digestBytes,
+  signature: signatureBytes,
+});
+
+export const forwardSchema = z.object({
+  type: z.literal(MessageType.FORWARD),
+  view: nonNegativeInteger,
+  requests: forwardedRequests,
+});
+
+export const stopSchema = z.object({
+  type: z.literal(MessageType.STOP),
+  view: nonNegativeInteger,
+  regency: nonNegativeInteger,
+  requests: forwardedRequests,
+});
+
+export const stopDataSchema = z.object({
+  type: z.literal(MessageType.STOPDATA),
+  view: nonNegativeInteger,
+  regency: nonNegativeInteger,
+  collect: signedCollectSchema,
+  lastDecision: decisionSchema.nullable(),
+  // One value per written regency plus the accepted one.
+  values: z.array(batchBytes).max(limits.writeSetMax + 1),
+});
+
+export const syncSchema = z.object({
+  type: z.literal(MessageType.SYNC),
+  view: nonNegativeInteger,
+  regency: nonNegativeInteger,
+  cid: nonNegativeInteger,
+  collects: z.array(signedCollectSchema).max(limits.membersMax),
+  lastDecision: decisionSchema.nullable(),
+  // Empty when no value is bound and the new leader had nothing to propose yet.
+  batch: bytes(0, limits.batchBytesMax),
+});
+
+export const heartbeatSchema = z.object({
+  type: z.literal(MessageType.HEARTBEAT),
+  view: nonNegativeInteger,
+  regency: nonNegativeInteger,
+  // Cids start at 0, so a leader that has decided nothing yet reports -1.
+  lastDecidedCid: integerOrMinusOne,
+});
+
+export const decisionRequestSchema = z.object({
+  type: z.literal(MessageType.DECISION_REQUEST),
+  view: nonNegativeInteger,
+  fromCid: nonNegativeInteger,
+});
+
+export const decisionMessageSchema = z.object({
+  type: z.literal(MessageType.DECISION),
+  view: nonNegativeInteger,
+  decision: decisionSchema,
+});
+
+export const requestMessageSchema = z.object({
+  type: z.literal(MessageType.REQUEST),
+  request: clientRequestSchema,
+});
+
+export const replySchema = z.object({
+  type: z.literal(MessageType.REPLY),
+  view: nonNegativeInteger,
+  clientId,
+  seq: sequenceNumber,
+  result: bytes(0, limits.resultBytesMax),
+});
+
+export const busySchema = z.object({
+  type: z.literal(MessageType.BUSY),
+  clientId,
+  seq: sequenceNumber,
+  reason: z.enum(BusyReason),
+});
+
+// --- Schemas and types must not drift --------------------------------------------------------------
+// Each check fails `npm run typecheck` when a schema and its type in messages.ts disagree in either
+// direction: a field missing, added, or of another type. (Readonly is the only difference allowed.)
+
+type DeepReadonly<T> = T extends Uint8Array
+  ? T
+  : T extends readonly (infer Element)[]
+    ? readonly DeepReadonly<Element>[]
+    : T extends object
+      ? { readonly [Key in keyof T]: DeepReadonly<T[Key]> }
+      : T;
+type SameShape<Schema extends z.ZodType, Type> = [DeepReadonly<z.output<Schema>>] extends [Type]
+  ? [Type] extends [DeepReadonly<z.output<Schema>>]
+    ? true
+    : false
+  : false;
+type Expect<Condition extends true> = Condition;
+
+export type SchemasMatchTypes = [
+  Expect<SameShape<typeof clientRequestSchema, ClientRequest>>,
+  Expect<SameShape<typeof batchSchema, Batch>>,
+  Expect<SameShape<typeof voteSchema, Vote>>,
+  Expect<SameShape<typeof decisionSchema, Decision>>,
+  Expect<SameShape<typeof writtenValueSchema, WrittenValue>>,
+  Expect<SameShape<typeof collectSchema, Collect>>,
+  Expect<SameShape<typeof signedCollectSchema, SignedCollect>>,
+  Expect<SameShape<typeof proposeSchema, Propose>>,
+  Expect<SameShape<typeof writeSchema, Write>>,
+  Expect<SameShape<typeof acceptSchema, Accept>>,
+  Expect<SameShape<typeof forwardSchema, Forward>>,
+  Expect<SameShape<typeof stopSchema, Stop>>,
+  Expect<SameShape<typeof stopDataSchema, StopData>>,
+  Expect<SameShape<typeof syncSchema, Sync>>,
+  Expect<SameShape<typeof heartbeatSchema, Heartbeat>>,
+  Expect<SameShape<typeof decisionRequestSchema, DecisionRequest>>,
+  Expect<SameShape<typeof decisionMessageSchema, DecisionMessage>>,
+  Expect<SameShape<typeof requestMessageSchema, RequestMessage>>,
+  Expect<SameShape<typeof replySchema, Reply>>,
+  Expect<SameShape<typeof busySchema, Busy>>,
+];
+
+type MessageOfType<Code extends MessageTypeCode> = Extract<Message, { readonly type: Code }>;
+
+// The mapped type makes this exhaustive: a code added to MessageType without a schema fails typecheck.
+const schemaByTypeCode: { readonly [Code in MessageTypeCode]: z.ZodType<MessageOfType<Code>> } = {
+  [MessageType.PROPOSE]: proposeSchema,
+  [MessageType.WRITE]: writeSchema,
+  [MessageType.ACCEPT]: acceptSchema,
+  [MessageType.FORWARD]: forwardSchema,
+  [MessageType.STOP]: stopSchema,
+  [MessageType.STOPDATA]: stopDataSchema,
+  [MessageType.SYNC]: syncSchema,
+  [MessageType.HEARTBEAT]: heartbeatSchema,
+  [MessageType.DECISION_REQUEST]: decisionRequestSchema,
+  [MessageType.DECISION]: decisionMessageSchema,
+  [MessageType.REQUEST]: requestMessageSchema,
+  [MessageType.REPLY]: replySchema,
+  [MessageType.BUSY]: busySchema,
+};
+
+// A Map, not the object above: the type code is attacker-chosen and must not reach a property lookup.
+const schemaByType = new Map<number, { readonly name: string; readonly schema: z.ZodType<Message> }>(
+  Object.entries(MessageType).map(([name, code]) => [code, { name, schema: schemaByTypeCode[code] }]),
+);
+
+// --- Entry points ------------------------------------------------------------------------------------
+
+const detailLengthMax = 200;
+
+function schemaRejection(where: string, error: z.ZodError): Rejection {
+  const issue = error.issues[0];
+  const path = issue === undefined || issue.path.length === 0 ? '' : `.${issue.path.map(String).join('.')}`;
+  const detail = `${where}${path}: ${issue?.message ?? 'invalid'}`;
+  return { ok: false, reason: DropReason.SCHEMA, detail: detail.slice(0, detailLengthMax) };
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Uint8Array);
+}
+
+/**
+ * Checks an untrusted decoded value and returns a fresh, fully typed message (unknown keys dropped,
+ * nested objects rebuilt, so nothing of the input's prototype chain survives), or the reason to drop it.
+ */
+export function validateMessage(value: unknown): MessageResult {
+  if (!isRecord(value)) return { ok: false, reason: DropReason.SCHEMA, detail: 'message: expected a map' };
+  const type = value['type'];
+  const entry = typeof type === 'number' ? schemaByType.get(type) : undefined;
+  if (entry === undefined) {
+    const shown = typeof type === 'number' ? String(type) : `a ${type === null ? 'null' : typeof type}`;
+    return { ok: false, reason: DropReason.UNKNOWN_TYPE, detail: `message type ${shown} is not known` };
+  }
+  const parsed = entry.schema.safeParse(value);
+  return parsed.success ? { ok: true, message: parsed.data } : schemaRejection(entry.name, parsed.error);
+}
+
+/** As validateMessage, for a decoded batch (the value of one consensus instance). */
+export function validateBatch(value: unknown): BatchResult {
+  const parsed = batchSchema.safeParse(value);
+  return parsed.success ? { ok: true, batch: parsed.data } : schemaRejection('batch', parsed.error);
+}
