@@ -164,6 +164,8 @@ export class ReplicaCore {
   private lastCatchUpTick = 0;
   private catchUpRotation = 0;
   private readonly peerCid = new Map<ReplicaId, number>();
+  /** Highest synchronized regency each peer reported in its heartbeats. */
+  private readonly peerRegency = new Map<ReplicaId, number>();
   private readonly lastServedTick = new Map<ReplicaId, number>();
 
   // Output, drained by ready()/advance().
@@ -230,7 +232,8 @@ export class ReplicaCore {
       this.checkRequestTimers();
       this.checkLeaderSilence();
     }
-    if (this.me === this.leader && this.syncedRegency === this.regency) this.maybeHeartbeat();
+    this.maybeHeartbeat();
+    this.maybeFollowRegency();
     if (this.nowTick - this.lastRetransmitTick >= this.config.retransmitTicks) this.retransmit();
     if (this.nowTick - this.lastCatchUpTick >= this.config.catchUpIntervalTicks) this.maybeCatchUp();
   }
@@ -782,13 +785,18 @@ export class ReplicaCore {
     }
   }
 
+  /**
+   * Every replica says where it is (synchronized regency, last decided cid) every heartbeat interval.
+   * The leader's heartbeat proves it alive; everyone's lets a replica that missed a leader change or some
+   * decisions find out from f+1 peers, even when no request is flowing.
+   */
   private maybeHeartbeat(): void {
     if (this.nowTick - this.lastHeartbeatTick < this.config.heartbeatIntervalTicks) return;
     this.lastHeartbeatTick = this.nowTick;
     const heartbeat: Heartbeat = {
       type: MessageType.HEARTBEAT,
       view: this.config.view.number,
-      regency: this.regency,
+      regency: this.syncedRegency,
       lastDecidedCid: this.lastDecidedCid,
     };
     this.messagesOut.push({ to: 'others', message: heartbeat });
@@ -796,9 +804,22 @@ export class ReplicaCore {
 
   private onHeartbeat(from: ReplicaId, message: Heartbeat): void {
     this.notePeerAt(from, message.lastDecidedCid + 1);
-    if (message.regency !== this.regency) return this.drop(DropReason.STALE_REGENCY);
-    if (from !== this.leader) return this.drop(DropReason.NOT_FROM_LEADER);
-    if (this.syncedRegency === this.regency) this.lastLeaderContactTick = this.nowTick;
+    if (message.regency > (this.peerRegency.get(from) ?? -1)) this.peerRegency.set(from, message.regency);
+    if (from === this.leader && message.regency === this.regency && this.syncedRegency === this.regency) {
+      this.lastLeaderContactTick = this.nowTick;
+    }
+  }
+
+  /**
+   * f+1 peers (crash mode: 1) synchronized a regency above ours: one correct replica did, so it was really
+   * installed. Install it too; the STOPDATA we send makes its leader send us the SYNC again.
+   */
+  private maybeFollowRegency(): void {
+    const claims: number[] = [];
+    for (const regency of this.peerRegency.values()) if (regency > this.regency) claims.push(regency);
+    if (claims.length < this.quorums.includesCorrect) return;
+    claims.sort((a, b) => b - a);
+    this.installRegency(claims[this.quorums.includesCorrect - 1] as number);
   }
 
   /** Messages get lost; send again what this replica said in the step that is not finished. */

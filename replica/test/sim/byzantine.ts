@@ -3,8 +3,8 @@
 // signatures, exactly like a compromised replica in the process.
 
 import type { CoreCrypto } from '../../src/core/crypto.ts';
-import { acceptSigningPayload, decodeBatch, encodeBatch } from '../../src/protocol/codec.ts';
-import { type Bytes, MessageType, type ReplicaMessage } from '../../src/protocol/messages.ts';
+import { acceptSigningPayload, collectSigningPayload, decodeBatch, encodeBatch } from '../../src/protocol/codec.ts';
+import { type Bytes, type Collect, MessageType, type ReplicaMessage, type StopData } from '../../src/protocol/messages.ts';
 import type { Rng } from './prng.ts';
 
 export const behaviourNames = ['silent', 'equivocate', 'replay', 'mutate', 'twins'] as const;
@@ -103,8 +103,9 @@ const mutate: Behaviour = (context, _to, message) => {
             : { ...message, digest: rng.bytes(32) };
       return [resignAccept(context, mutated)];
     }
-    case MessageType.STOP:
     case MessageType.STOPDATA:
+      return [rng.chance(0.5) ? { ...message, regency: shift(rng, message.regency) } : lieInCollect(context, message)];
+    case MessageType.STOP:
     case MessageType.SYNC:
       return [{ ...message, regency: shift(rng, message.regency) }];
     case MessageType.HEARTBEAT:
@@ -115,6 +116,26 @@ const mutate: Behaviour = (context, _to, message) => {
       return [message];
   }
 };
+
+/**
+ * A collect is signed by its own author, so a Byzantine replica can claim any state: hide a value it
+ * accepted, or claim it accepted (and wrote) a value it only saw others write, in the latest regency it could.
+ */
+function lieInCollect(context: ByzantineContext, message: StopData): StopData {
+  const rng = context.rng;
+  const real = message.collect.collect;
+  const seen = context.history.flatMap((m) =>
+    (m.type === MessageType.WRITE || m.type === MessageType.ACCEPT) && m.cid === real.cid ? [m.digest] : [],
+  );
+  const claimed = seen.length > 0 && rng.chance(0.7) ? rng.pick(seen) : null;
+  const regency = Math.max(0, real.regency - rng.int(1, 2));
+  const collect: Collect =
+    claimed === null
+      ? { ...real, acceptedRegency: -1, acceptedDigest: null, writeSet: [] }
+      : { ...real, acceptedRegency: regency, acceptedDigest: claimed, writeSet: [{ regency, digest: claimed }] };
+  const signature = context.crypto.sign(collectSigningPayload(collect));
+  return { ...message, collect: { collect, signature } };
+}
 
 const silent: Behaviour = () => [];
 

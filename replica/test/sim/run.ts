@@ -88,10 +88,7 @@ export function runSeed(options: SeedOptions): SimulationResult {
     const isolated = plan.chance(0.5) ? [0] : plan.shuffle(Array.from({ length: n }, (_, j) => j)).slice(0, plan.int(1, n - 1));
     sim.scheduler.at(at, () => {
       const rest = Array.from({ length: n }, (_, j) => j).filter((j) => !isolated.includes(j));
-      // Clients stay reachable from both sides, as they would be in a real network split.
-      const clients = Array.from({ length: 4 }, (_, c) => `c${c}`);
-      sim.network.partition([[...isolated, ...clients], rest]);
-      sim.log(`partition [${isolated.join(',')}] | [${rest.join(',')}]`);
+      sim.splitReplicas([isolated, rest]);
     });
     sim.scheduler.at(untilMs, () => {
       sim.network.heal();

@@ -16,7 +16,7 @@ import { type Behaviour, type ByzantineContext, historyMax } from './byzantine.t
 import { SimKeys } from './crypto.ts';
 import { SimNetwork } from './network.ts';
 import { Rng } from './prng.ts';
-import { Scheduler } from './scheduler.ts';
+import { type EventId, Scheduler } from './scheduler.ts';
 
 export type Address = number | string;
 
@@ -120,7 +120,8 @@ interface Outstanding {
   readonly request: ClientRequest;
   readonly bytes: Uint8Array;
   readonly replies: Map<number, string>;
-  retransmitTimer: number;
+  /** The one retransmission timer of this request: every path reschedules it, none adds another. */
+  retransmitTimer: EventId | null;
 }
 
 class SimClient {
@@ -299,6 +300,20 @@ export class Simulation {
     }
   }
 
+  /** Cut every link between replicas of different groups, both ways; clients still reach everyone. */
+  splitReplicas(groups: readonly (readonly number[])[]): void {
+    const groupOf = new Map<number, number>();
+    groups.forEach((group, index) => {
+      for (const id of group) groupOf.set(id, index);
+    });
+    for (const a of this.view.members) {
+      for (const b of this.view.members) {
+        if (a !== b && groupOf.get(a) !== groupOf.get(b)) this.network.cut(a, b);
+      }
+    }
+    this.log(`split ${groups.map((g) => `[${g.join(',')}]`).join(' | ')}`);
+  }
+
   isCrashed(id: number): boolean {
     return (this.slots.get(id) ?? []).every((node) => node.core === null);
   }
@@ -426,7 +441,7 @@ export class Simulation {
       ? { ...unsigned, signature: this.keys.signClient(client.id, requestSigningPayload(unsigned)) }
       : unsigned;
     const bytes = encodeMessage({ type: MessageType.REQUEST, request });
-    client.outstanding = { request, bytes, replies: new Map(), retransmitTimer: 0 };
+    client.outstanding = { request, bytes, replies: new Map(), retransmitTimer: null };
     this.sendRequest(client);
   }
 
@@ -434,10 +449,15 @@ export class Simulation {
     const outstanding = client.outstanding;
     if (outstanding === null) return;
     for (const member of this.view.members) this.network.send(client.id, member, outstanding.bytes);
-    const seq = outstanding.request.seq;
-    outstanding.retransmitTimer = this.scheduler.after(clientRetransmitMs, () => {
-      if (client.outstanding?.request.seq === seq) this.sendRequest(client);
-    }) as unknown as number;
+    this.scheduleRetransmit(client, outstanding, clientRetransmitMs);
+  }
+
+  private scheduleRetransmit(client: SimClient, outstanding: Outstanding, delayMs: number): void {
+    if (outstanding.retransmitTimer !== null) this.scheduler.cancel(outstanding.retransmitTimer);
+    outstanding.retransmitTimer = this.scheduler.after(delayMs, () => {
+      outstanding.retransmitTimer = null;
+      if (client.outstanding === outstanding) this.sendRequest(client);
+    });
   }
 
   private clientReceive(clientId: string, from: Address, bytes: Uint8Array): void {
@@ -448,9 +468,8 @@ export class Simulation {
     if (!decoded.ok) return;
     const message = decoded.message;
     if (message.type === MessageType.BUSY && message.seq === outstanding.request.seq) {
-      this.scheduler.after(clientBusyBackoffMs, () => {
-        if (client.outstanding === outstanding) this.sendRequest(client);
-      });
+      // Back off: the next retransmission waits at least this long, and BUSY never triggers one itself.
+      this.scheduleRetransmit(client, outstanding, Math.max(clientBusyBackoffMs, clientRetransmitMs));
       return;
     }
     if (message.type !== MessageType.REPLY || message.seq !== outstanding.request.seq || message.clientId !== clientId) return;
@@ -468,6 +487,7 @@ export class Simulation {
       this.violation('client-answer', `position ${position} answered to both ${earlier} and ${expected}`);
     }
     this.answeredPositions.set(position, expected);
+    if (outstanding.retransmitTimer !== null) this.scheduler.cancel(outstanding.retransmitTimer);
     client.outstanding = null;
     client.completed++;
     this.log(`${clientId} completed seq ${outstanding.request.seq} at position ${position}`);
