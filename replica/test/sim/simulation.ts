@@ -8,6 +8,8 @@ import { digestKey } from '../../src/core/crypto.ts';
 import type { Quorums, FaultMode } from '../../src/core/quorum.ts';
 import { maxFaults, quorumsFor } from '../../src/core/quorum.ts';
 import type { Delivery, PersistRecord } from '../../src/core/ready.ts';
+import { Executor } from '../../src/service/executor.ts';
+import type { OrderedOperation, Service } from '../../src/service/service.ts';
 import { ReplicaCore } from '../../src/core/replica.ts';
 import type { View } from '../../src/core/view.ts';
 import { acceptSigningPayload, decodeBatch, decodeMessage, encodeMessage, requestSigningPayload } from '../../src/protocol/codec.ts';
@@ -86,9 +88,7 @@ class SimReplica {
   readonly disk: PersistRecord[] = [];
   /** kind/cid/regency of every durable vote, to check that no vote leaves before it is on disk. */
   readonly durableVotes = new Set<string>();
-  executedCount = 0;
-  readonly lastExecutedSeq = new Map<string, number>();
-  readonly replyCache = new Map<string, Map<number, Uint8Array>>();
+  executor = new Executor(new AppendLogService(), 8);
   incarnation = 0;
   readonly history: ReplicaMessage[] = [];
   readonly byzantine: ByzantineAssignment | undefined;
@@ -105,14 +105,29 @@ class SimReplica {
   }
 
   resetService(): void {
-    this.executedCount = 0;
-    this.lastExecutedSeq.clear();
-    this.replyCache.clear();
+    this.executor = new Executor(new AppendLogService(), 8);
   }
 
   remember(message: ReplicaMessage): void {
     this.history.push(message);
     if (this.history.length > historyMax) this.history.shift();
+  }
+}
+
+/** The replicated service of the simulation: an append-only log; each result names the op's position. */
+class AppendLogService implements Service {
+  private length = 0;
+  executeOrdered(operations: readonly OrderedOperation[]): Uint8Array[] {
+    return operations.map((op) => utf8.encode(`${++this.length}:${fromUtf8.decode(op.operation)}`));
+  }
+  executeUnordered(): Uint8Array {
+    return utf8.encode(`${this.length}`);
+  }
+  snapshot(): Uint8Array {
+    return utf8.encode(`${this.length}`);
+  }
+  installSnapshot(snapshot: Uint8Array): void {
+    this.length = Number(fromUtf8.decode(snapshot));
   }
 }
 
@@ -272,7 +287,7 @@ export class Simulation {
     for (const record of node.disk) {
       if (record.kind !== 'decision') continue;
       const decoded = decodeBatch(record.decision.batch);
-      if (decoded.ok) this.execute(node, decoded.batch.requests, false);
+      if (decoded.ok) this.execute(node, { decision: record.decision, requests: decoded.batch.requests }, false);
     }
     const incarnation = node.incarnation;
     const tick = (): void => {
@@ -387,11 +402,11 @@ export class Simulation {
           `${node.name} decide cid ${delivery.decision.cid} regency ${delivery.decision.regency} ` +
             `${digestKey(sha256(delivery.decision.batch)).slice(0, 8)} [${delivery.requests.map((r) => `${r.clientId}/${r.seq}`).join(' ')}]`,
         );
-        this.execute(node, delivery.requests, true);
+        this.execute(node, delivery, true);
       }
       for (const notice of ready.notices) {
         if (notice.kind === 'cached-reply') {
-          const result = node.replyCache.get(notice.clientId)?.get(notice.seq);
+          const result = node.executor.cachedReply(notice.clientId, notice.seq);
           if (result !== undefined) this.sendReply(node, notice.clientId, notice.seq, result);
         } else {
           const busy: Message = { type: MessageType.BUSY, clientId: notice.clientId, seq: notice.seq, reason: notice.reason };
@@ -402,24 +417,19 @@ export class Simulation {
     }
   }
 
-  /** The replicated service: an append-only log; each reply names the position the operation took. */
-  private execute(node: SimReplica, requests: readonly ClientRequest[], reply: boolean): void {
-    for (const request of requests) {
-      const last = node.lastExecutedSeq.get(request.clientId) ?? 0;
-      if (request.seq !== last + 1 && node.correct) {
-        this.violation('double-execution', `${node.name} executed ${request.clientId}/${request.seq} after seq ${last}`);
+  private execute(node: SimReplica, delivery: Delivery, reply: boolean): void {
+    // The executor refuses a second execution by assertion; report it as a finding instead.
+    const expected = new Map<string, number>();
+    for (const request of delivery.requests) {
+      const next = expected.get(request.clientId) ?? node.executor.lastExecuted(request.clientId) + 1;
+      if (request.seq !== next) {
+        if (node.correct) this.violation('double-execution', `${node.name} was handed ${request.clientId}/${request.seq} after seq ${next - 1}`);
+        return;
       }
-      node.lastExecutedSeq.set(request.clientId, request.seq);
-      node.executedCount++;
-      const result = utf8.encode(`${node.executedCount}:${fromUtf8.decode(request.operation)}`);
-      let cache = node.replyCache.get(request.clientId);
-      if (cache === undefined) {
-        cache = new Map();
-        node.replyCache.set(request.clientId, cache);
-      }
-      cache.set(request.seq, result);
-      cache.delete(request.seq - 8);
-      if (reply) this.sendReply(node, request.clientId, request.seq, result);
+      expected.set(request.clientId, next + 1);
+    }
+    for (const executed of node.executor.execute(delivery)) {
+      if (reply) this.sendReply(node, executed.clientId, executed.seq, executed.result);
     }
   }
 
