@@ -29,6 +29,8 @@ export const limits = {
   clientInFlightMax: 64,
   /** Clients whose sequence numbers the replicated state tracks. */
   clientsMax: 100_000,
+  /** Messages whose signatures the replica verifies at once (the verify stage); beyond, input is shed. */
+  verifyingMessagesMax: 4096,
   /** Requests carried in one FORWARD or STOP message. */
   requestsPerMessageMax: 1024,
   /** How far ahead of the open instance a message may be and still be kept for later. */

@@ -192,6 +192,10 @@ export class ReplicaCore {
     return this.viewInfo.leaderOf(this.regency);
   }
 
+  get currentRegency(): number {
+    return this.regency;
+  }
+
   status(): CoreStatus {
     return {
       me: this.me,

@@ -1,0 +1,17 @@
+// The seam between the client library's logic and the network: the TLS implementation lives in
+// replica/src/transport/; tests of client logic plug in scripted replicas through this same interface.
+
+/** Where a replica listens. Host is a DNS name (re-resolved on every reconnect) or an IP address. */
+export interface ReplicaEndpoint {
+  readonly id: number;
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface ClientTransport {
+  /** Queue one encoded message for a replica; never throws, drops (and counts) when it cannot send. */
+  send(replicaId: number, payload: Uint8Array): void;
+  /** The one handler for encoded messages from replicas; the replica id comes from its certificate. */
+  onMessage(handler: (replicaId: number, payload: Uint8Array) => void): void;
+  close(): Promise<void>;
+}
