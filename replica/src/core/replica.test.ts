@@ -75,6 +75,28 @@ describe('restart from persisted votes', () => {
   });
 });
 
+describe('restart in the middle of a leader change', () => {
+  it('a replica restored after installing a regency, before its SYNC, sends its STOPDATA again', () => {
+    const cluster = new LockstepCluster(4);
+    cluster.submit(a1, [1, 2, 3]);
+    cluster.tick(4);
+    cluster.run((e) => (e.to === 0 ? 'drop' : 'deliver'));
+    cluster.tick(4);
+    // Everyone installs regency 1; r2's STOPDATA to the new leader r1 is lost, so r1 cannot sync yet
+    // (it needs n - f = 3 collects and r0's arrive later).
+    cluster.run((e) => (e.message.type === MessageType.STOPDATA && (e.from === 2 || e.from === 0) ? 'drop' : 'deliver'));
+    expect(cluster.core(2).status().regency).toBe(1);
+    expect(cluster.core(1).status().synchronized).toBe(false);
+    cluster.restart(2);
+    cluster.tick(lockstepRetransmitTicks(cluster), [2]);
+    const resent = cluster.queue.filter((e) => e.from === 2 && e.message.type === MessageType.STOPDATA && e.to === 1);
+    expect(resent.length).toBeGreaterThan(0);
+    cluster.run((e) => (e.from === 2 && e.to === 1) || e.to !== 0 ? 'deliver' : 'drop');
+    expect(cluster.core(1).status().synchronized).toBe(true);
+    expect(cluster.decidedKeys(1)).toEqual([cluster.digestKeyOf(batchOf(a1))]);
+  });
+});
+
 function lockstepRetransmitTicks(cluster: LockstepCluster): number {
   return cluster.core(0).config.retransmitTicks;
 }

@@ -835,9 +835,10 @@ export class ReplicaCore {
       this.messagesOut.push({ to: 'others', message: stop });
     }
     if (this.syncedRegency < this.regency) {
-      if (this.myStopData !== null && this.me !== this.leader) {
-        this.messagesOut.push({ to: this.leader, message: this.myStopData });
-      }
+      // A replica restored in the middle of a leader change rebuilds the STOPDATA it had sent.
+      this.myStopData ??= this.makeStopData(this.regency);
+      if (this.me === this.leader) this.onStopDataVerified(this.me, this.myStopData);
+      else this.messagesOut.push({ to: this.leader, message: this.myStopData });
       return;
     }
     if (this.nowTick - this.lastProgressTick < this.config.retransmitTicks) return;
