@@ -1,0 +1,93 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventually, freshNamespace, fromPod, httpImage, kubectl, kubeRest } from './kube.ts';
+
+interface Pod { metadata: { uid: string }; status: { podIP?: string; containerStatuses?: Array<{ restartCount: number; ready: boolean }> } }
+
+const dataDir = '/var/lib/bftkube-e2e/data';
+const secretDir = '/etc/bftkube-e2e/creds';
+
+function pod(namespace: string): string {
+  return JSON.stringify({
+    apiVersion: 'v1', kind: 'Pod', metadata: { name: 'store', namespace, labels: { app: 'store' } },
+    spec: {
+      terminationGracePeriodSeconds: 2,
+      containers: [{
+        name: 'http', image: httpImage, ports: [{ containerPort: 8080 }],
+        readinessProbe: { httpGet: { path: '/healthz', port: 8080 }, periodSeconds: 1 },
+        volumeMounts: [{ name: 'data', mountPath: dataDir }, { name: 'creds', mountPath: secretDir, readOnly: true }],
+      }],
+      volumes: [
+        { name: 'data', persistentVolumeClaim: { claimName: 'data' } },
+        { name: 'creds', secret: { secretName: 'creds' } },
+      ],
+    },
+  });
+}
+
+async function readyPod(namespace: string, notUid?: string, restartsAtLeast = 0): Promise<Pod> {
+  return eventually('pod store Ready', 60_000, async () => {
+    const current = JSON.parse(await kubectl(['-n', namespace, 'get', 'pod', 'store', '-o', 'json'])) as Pod;
+    const status = current.status.containerStatuses?.[0];
+    if (current.metadata.uid === notUid || !status?.ready || status.restartCount < restartsAtLeast) return undefined;
+    return current;
+  });
+}
+
+describe('volumes on the local node', () => {
+  let namespace = '';
+  beforeAll(async () => {
+    namespace = await freshNamespace('storage');
+    await kubectl(['-n', namespace, 'create', 'secret', 'generic', 'creds', '--from-literal=password=s3cret']);
+    await kubectl(['apply', '-f', '-'], JSON.stringify({
+      apiVersion: 'v1', kind: 'PersistentVolumeClaim', metadata: { name: 'data', namespace },
+      spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '64Mi' } } },
+    }));
+    await kubectl(['apply', '-f', '-'], pod(namespace));
+  });
+  afterAll(async () => {
+    await kubectl(['delete', 'namespace', namespace, '--wait=false']);
+  });
+
+  it('binds a PersistentVolumeClaim through the default StorageClass', async () => {
+    await kubectl(['-n', namespace, 'wait', '--for=jsonpath={.status.phase}=Bound', 'pvc/data', '--timeout=60s']);
+    const claim = JSON.parse(await kubectl(['-n', namespace, 'get', 'pvc', 'data', '-o', 'json'])) as { spec: { storageClassName: string; volumeName: string } };
+    expect(claim.spec.storageClassName).toBe('bftkube-local');
+    expect(claim.spec.volumeName).toMatch(/^pvc-/);
+  });
+
+  it('mounts a Secret readable by the container', async () => {
+    const current = await readyPod(namespace);
+    const reply = await fromPod<{ content: string }>(current.status.podIP!, `/file?path=${secretDir}/password`);
+    expect(reply.content).toBe('s3cret');
+  });
+
+  it('keeps PVC data across a container restart and across a new pod', async () => {
+    const first = await readyPod(namespace);
+    await fromPod(first.status.podIP!, `/file?path=${dataDir}/hello`, { method: 'PUT', body: 'persist-me' });
+    await fromPod(first.status.podIP!, '/exit?code=3');
+    const restarted = await readyPod(namespace, undefined, 1);
+    expect(restarted.metadata.uid).toBe(first.metadata.uid);
+    expect((await fromPod<{ content: string }>(restarted.status.podIP!, `/file?path=${dataDir}/hello`)).content).toBe('persist-me');
+
+    await kubectl(['-n', namespace, 'delete', 'pod', 'store', '--wait=true', '--timeout=60s']);
+    await kubectl(['apply', '-f', '-'], pod(namespace));
+    const second = await readyPod(namespace, first.metadata.uid);
+    expect((await fromPod<{ content: string }>(second.status.podIP!, `/file?path=${dataDir}/hello`)).content).toBe('persist-me');
+  });
+
+  it('injects a service-account token that the real apiserver accepts, and points the pod at it', async () => {
+    const current = await readyPod(namespace);
+    const token = (await fromPod<{ content: string }>(current.status.podIP!, '/file?path=/var/run/secrets/kubernetes.io/serviceaccount/token')).content;
+    const namespaceFile = (await fromPod<{ content: string }>(current.status.podIP!, '/file?path=/var/run/secrets/kubernetes.io/serviceaccount/namespace')).content;
+    expect(namespaceFile).toBe(namespace);
+    const host = (await fromPod<{ value: string }>(current.status.podIP!, '/env?name=KUBERNETES_SERVICE_HOST')).value;
+    const port = (await fromPod<{ value: string }>(current.status.podIP!, '/env?name=KUBERNETES_SERVICE_PORT')).value;
+    const review = await kubeRest().post('/apis/authentication.k8s.io/v1/tokenreviews', {
+      apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token },
+    });
+    expect(review.status.authenticated).toBe(true);
+    expect(review.status.user.username).toBe(`system:serviceaccount:${namespace}:default`);
+    const server = new URL(kubeRest().kubeConfig.getCurrentCluster()!.server);
+    expect(`${host}:${port}`).toBe(`${server.hostname}:${server.port}`);
+  });
+});
