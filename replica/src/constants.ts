@@ -53,6 +53,76 @@ export const limits = {
   messageNestingDepthMax: 16,
   /** Keys in one map of a decoded message; the largest object has 7, the rest is room for new fields. */
   messageMapEntriesMax: 32,
+  // The TLS transport (replica/src/transport) and the cluster's certificates (replica/src/crypto/certificates.ts).
+  /** Characters of a client id in a certificate's subject (`client-<id>`, id of [A-Za-z0-9._-]). */
+  certificateClientIdLengthMax: 64,
+  /** Characters of a cluster name, which is the certificates' organisation (X.520 caps O at 64). */
+  clusterNameLengthMax: 64,
+  /** Lifetime of a certificate the local key tool issues. */
+  certificateValidityDaysMax: 3650,
+  /** Largest replica id a certificate may name. */
+  replicaIdMax: 1_000_000,
+  /** A TLS handshake (and the TCP connect before it) that takes longer is dropped. */
+  tlsHandshakeTimeoutMs: 10_000,
+  /** Client connections one replica holds at once; beyond it new ones are refused after the handshake. */
+  clientConnectionsMax: 4096,
+  /** Connections still in their TLS handshake, over all peers; beyond it the server stops accepting. */
+  handshakesPendingMax: 256,
+  /** Encoded bytes waiting for one replica link (while disconnected or under backpressure); beyond it frames drop. */
+  replicaLinkQueuedBytesMax: 64 * mebibyte,
+  /** Encoded bytes waiting for one client connection; beyond it replies drop (the client re-sends). */
+  clientLinkQueuedBytesMax: 4 * mebibyte,
+  /** Reconnect backoff: the first retry waits about this long, doubling per failure up to the maximum. */
+  reconnectDelayMinMs: 50,
+  reconnectDelayMaxMs: 5_000,
+  // The key-value service (replica/src/service/kv.ts).
+  /** Longest key, in UTF-8 bytes. */
+  kvKeyBytesMax: 1024,
+  /**
+   * Largest value. Small enough that a compare-and-set carrying two values fits in operationBytesMax,
+   * and that one entry always fits in a range result.
+   */
+  kvValueBytesMax: 256 * 1024,
+  /** Entries one range operation returns at most. */
+  kvRangeEntriesMax: 10_000,
+  /** Bytes of keys and values one range result carries at most (room for the envelope below resultBytesMax). */
+  kvRangeResultBytesMax: 1024 * 1024 - 64 * 1024,
+  /**
+   * The state, counted as key and value bytes plus kvEntryOverheadBytes per entry (about the snapshot
+   * size). Beyond it, writes that grow the state answer STORE_FULL.
+   */
+  kvStateBytesMax: 1024 * mebibyte,
+  kvEntryOverheadBytes: 16,
+  // The admin server (replica/src/server).
+  /** Distinct values of one metric label fed by our own reason strings; beyond it they count as "other". */
+  metricLabelValuesMax: 64,
+  /** A replica configuration file larger than this is refused (it is a few kilobytes of JSON). */
+  configFileBytesMax: 1024 * 1024,
+  /** Verification worker threads in one pool. */
+  verifyWorkersMax: 64,
+  /**
+   * Signatures handed to the verification pool and not yet answered; beyond it the pool refuses at once
+   * (BFT_ERR_OVERLOADED) and the caller sheds load. Room for one full batch of signed requests and then
+   * some: about a second of work for two workers at ~10k verifications/s each.
+   */
+  verifyQueuedItemsMax: 16_384,
+  /** Public keys (as KeyObjects) each verification worker keeps; importing one costs several verifications. */
+  verifyWorkerKeysCachedMax: 4096,
+  /** Consecutive times a verification worker may die before it starts before the pool stops replacing it. */
+  verifyWorkerStartFailuresMax: 5,
+  /** Signatures already verified by the pool, kept so the core's synchronous checks are cache hits. */
+  verifiedSignaturesCachedMax: 32_768,
+  /** Client public keys (as KeyObjects) the replica's main thread keeps for synchronous verification. */
+  clientKeysCachedMax: 4096,
+  // The client library (replica/src/client).
+  /** Ordered requests one client lets wait for an in-flight slot; beyond it calls fail with BFT_ERR_CLIENT_BUSY. */
+  clientWaitingMax: 1024,
+  /** Unordered (read-only) requests one client has outstanding at once. */
+  clientUnorderedInFlightMax: 64,
+  /** Ceiling of a client's retransmission backoff: a request is re-sent at least this often until answered. */
+  clientRetransmitMsMax: 60_000,
+  /** Longest a client lets a caller wait for an ordered or unordered result. */
+  clientTimeoutMsMax: 3_600_000,
 } as const;
 
 export type Limits = typeof limits;

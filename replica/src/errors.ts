@@ -6,6 +6,20 @@ export const errorCodes = {
   BFT_ERR_VIEW_INVALID: 'the view does not satisfy the fault model',
   BFT_ERR_INVARIANT: 'an internal invariant was violated (a bug in bftkube)',
   BFT_ERR_RESTORE_INVALID: 'the persisted state cannot be restored',
+  BFT_ERR_KEYS_INVALID: 'the TLS key material is missing or invalid',
+  BFT_ERR_TRANSPORT_LISTEN: 'the transport cannot listen on its address',
+  BFT_ERR_SNAPSHOT_INVALID: 'a service snapshot is corrupt or not in the expected format',
+  BFT_ERR_KV_OPERATION_INVALID: 'a key-value operation is outside what replicas accept',
+  BFT_ERR_SIGNING_KEY_INVALID: 'an Ed25519 signing or verification key is malformed or of another type',
+  BFT_ERR_OVERLOADED: 'the component is at its bound and sheds load; retry later or lower the offered load',
+  BFT_ERR_WORKER_FAILED: 'a worker thread died; its in-flight work was abandoned and may be retried',
+  BFT_ERR_CLOSED: 'the component was closed and accepts no more work',
+  BFT_ERR_CLIENT_TIMEOUT: 'a client request got no quorum of matching replies in time',
+  BFT_ERR_CLIENT_BUSY: 'the client has as many requests outstanding and waiting as it allows',
+  BFT_ERR_CLIENT_CLOSED: 'the client was closed',
+  BFT_ERR_CLIENT_CANCELLED: 'the caller cancelled its wait for a request',
+  BFT_ERR_CLIENT_OPERATION_TOO_LARGE: 'a client operation is larger than the replicas accept',
+  BFT_ERR_CLIENT_SEQ_EXHAUSTED: 'a client id ran out of sequence numbers',
 } as const;
 
 export type ErrorCode = keyof typeof errorCodes;
