@@ -75,6 +75,31 @@ describe('volumes on the local node', () => {
     expect((await fromPod<{ content: string }>(second.status.podIP!, `/file?path=${dataDir}/hello`)).content).toBe('persist-me');
   });
 
+  it('runs init containers first, sharing an emptyDir and downward-API files with the main container', async () => {
+    await kubectl(['apply', '-f', '-'], JSON.stringify({
+      apiVersion: 'v1', kind: 'Pod', metadata: { name: 'init', namespace, labels: { tier: 'e2e' } },
+      spec: {
+        terminationGracePeriodSeconds: 2,
+        initContainers: [{ name: 'prepare', image: 'busybox:1', command: ['sh', '-c', 'echo prepared-by-init > /var/lib/bftkube-e2e/init-scratch/marker'],
+          volumeMounts: [{ name: 'scratch', mountPath: '/var/lib/bftkube-e2e/init-scratch' }] }],
+        containers: [{ name: 'http', image: httpImage, ports: [{ containerPort: 8080 }],
+          readinessProbe: { httpGet: { path: '/healthz', port: 8080 }, periodSeconds: 1 },
+          env: [{ name: 'MY_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } }],
+          volumeMounts: [{ name: 'scratch', mountPath: '/var/lib/bftkube-e2e/scratch' }, { name: 'info', mountPath: '/etc/bftkube-e2e/info' }] }],
+        volumes: [
+          { name: 'scratch', emptyDir: {} },
+          { name: 'info', downwardAPI: { items: [{ path: 'labels', fieldRef: { fieldPath: 'metadata.labels' } }] } },
+        ],
+      },
+    }));
+    await kubectl(['-n', namespace, 'wait', '--for=condition=Ready', 'pod/init', '--timeout=60s']);
+    const current = JSON.parse(await kubectl(['-n', namespace, 'get', 'pod', 'init', '-o', 'json'])) as { status: { podIP: string; initContainerStatuses: Array<{ state: { terminated?: { exitCode: number } } }> } };
+    expect(current.status.initContainerStatuses[0]?.state.terminated?.exitCode).toBe(0);
+    expect((await fromPod<{ content: string }>(current.status.podIP, '/file?path=/var/lib/bftkube-e2e/scratch/marker')).content).toBe('prepared-by-init\n');
+    expect((await fromPod<{ content: string }>(current.status.podIP, '/file?path=/etc/bftkube-e2e/info/labels')).content).toBe('tier="e2e"');
+    expect((await fromPod<{ value: string }>(current.status.podIP, '/env?name=MY_NAMESPACE')).value).toBe(namespace);
+  });
+
   it('injects a service-account token that the real apiserver accepts, and points the pod at it', async () => {
     const current = await readyPod(namespace);
     const token = (await fromPod<{ content: string }>(current.status.podIP!, '/file?path=/var/run/secrets/kubernetes.io/serviceaccount/token')).content;
