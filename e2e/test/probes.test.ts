@@ -60,6 +60,17 @@ describe('probes, restarts and termination on the node agent', () => {
     expect(done.status.containerStatuses?.[0]?.restartCount).toBe(0);
   });
 
+  it('serves the container\'s output to kubectl logs, through the apiserver', async () => {
+    await kubectl(['apply', '-f', '-'], podSpec(namespace, 'talker', {}));
+    await eventually('running', 60_000, async () => (await getPod(namespace, 'talker')).status.containerStatuses?.[0]?.ready);
+    const pod = await getPod(namespace, 'talker');
+    const logs = await eventually('log line', 10_000, async () => {
+      const text = await kubectl(['-n', namespace, 'logs', 'talker']);
+      return text.includes('listening on') ? text : undefined;
+    });
+    expect(logs).toContain(`listening on ${pod.status.podIP}:8080`);
+  });
+
   it('kills a container that ignores SIGTERM once the grace period is over', async () => {
     await kubectl(['apply', '-f', '-'], podSpec(namespace, 'stubborn', { env: [{ name: 'IGNORE_SIGTERM', value: '1' }] }));
     await eventually('running', 60_000, async () => (await getPod(namespace, 'stubborn')).status.containerStatuses?.[0]?.ready);

@@ -100,6 +100,27 @@ describe('volumes on the local node', () => {
     expect((await fromPod<{ value: string }>(current.status.podIP, '/env?name=MY_NAMESPACE')).value).toBe(namespace);
   });
 
+  it('brings a mounted ConfigMap up to date when it changes, removed keys included', async () => {
+    await kubectl(['-n', namespace, 'create', 'configmap', 'settings', '--from-literal=mode=first', '--from-literal=extra=yes']);
+    await kubectl(['apply', '-f', '-'], JSON.stringify({
+      apiVersion: 'v1', kind: 'Pod', metadata: { name: 'settings', namespace },
+      spec: { terminationGracePeriodSeconds: 2, containers: [{ name: 'http', image: httpImage, ports: [{ containerPort: 8080 }],
+        readinessProbe: { httpGet: { path: '/healthz', port: 8080 }, periodSeconds: 1 },
+        volumeMounts: [{ name: 'settings', mountPath: '/etc/bftkube-e2e/settings' }] }],
+      volumes: [{ name: 'settings', configMap: { name: 'settings' } }] },
+    }));
+    await kubectl(['-n', namespace, 'wait', '--for=condition=Ready', 'pod/settings', '--timeout=60s']);
+    const ip = (await kubectl(['-n', namespace, 'get', 'pod', 'settings', '-o', 'jsonpath={.status.podIP}'])).trim();
+    const read = async (key: string) => fromPod<{ content: string }>(ip, `/file?path=/etc/bftkube-e2e/settings/${key}`).then((reply) => reply.content, () => undefined);
+    expect(await read('mode')).toBe('first');
+    expect(await read('extra')).toBe('yes');
+    await kubectl(['-n', namespace, 'patch', 'configmap', 'settings', '--type=json', '-p', JSON.stringify([
+      { op: 'replace', path: '/data/mode', value: 'second' }, { op: 'remove', path: '/data/extra' },
+    ])]);
+    await eventually('the new value in the pod', 30_000, async () => (await read('mode')) === 'second');
+    expect(await read('extra')).toBeUndefined();
+  });
+
   it('injects a service-account token that the real apiserver accepts, and points the pod at it', async () => {
     const current = await readyPod(namespace);
     const token = (await fromPod<{ content: string }>(current.status.podIP!, '/file?path=/var/run/secrets/kubernetes.io/serviceaccount/token')).content;

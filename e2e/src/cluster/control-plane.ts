@@ -169,7 +169,7 @@ export async function clusterUp(layout: ClusterLayout): Promise<ClusterHandle> {
     const coredns = record(startProcess({ name: 'coredns', executable: binaries.coredns, logDir: paths.logs, cwd: layout.stateDir,
       args: ['-conf', paths.corefile] }));
     const nodeAgentMain = join(e2eDir, 'src', 'node-agent', 'main.ts');
-    record(startProcess({ name: 'node-agent', executable: process.execPath, logDir: paths.logs, args: [
+    const nodeAgent = record(startProcess({ name: 'node-agent', executable: process.execPath, logDir: paths.logs, args: [
       nodeAgentMain, `--layout=${paths.layoutFile}`,
     ] }));
     await waitFor({ what: 'CoreDNS ready', timeoutMs: nodeReadyTimeoutMs, process: coredns, logFile: logFile('coredns') }, async () => {
@@ -181,7 +181,7 @@ export async function clusterUp(layout: ClusterLayout): Promise<ClusterHandle> {
     const kubeConfig = new KubeConfig();
     kubeConfig.loadFromFile(paths.adminKubeconfig);
     const core = kubeConfig.makeApiClient(CoreV1Api);
-    await waitFor({ what: `node ${layout.nodeName} Ready`, timeoutMs: nodeReadyTimeoutMs, logFile: logFile('node-agent') }, async () => {
+    await waitFor({ what: `node ${layout.nodeName} Ready`, timeoutMs: nodeReadyTimeoutMs, process: nodeAgent, logFile: logFile('node-agent') }, async () => {
       const node = await core.readNode({ name: layout.nodeName });
       const ready = node.status?.conditions?.find((condition) => condition.type === 'Ready');
       const notReadyTaint = node.spec?.taints?.some((taint) => taint.key === 'node.kubernetes.io/not-ready');

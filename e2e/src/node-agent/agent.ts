@@ -1,7 +1,7 @@
 // The node agent: the one stand-in in the local cluster, for the kubelet and its container runtime.
 // It registers a Node, renews its Lease, runs the pods the real scheduler binds to it, provisions
 // local PersistentVolumes and serves container logs to the apiserver.
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import { cpus, totalmem, release } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +20,9 @@ export const leaseRenewIntervalMs = 10_000;
 export const nodeStatusIntervalMs = 30_000;
 export const shutdownGraceMs = 5_000;
 export const kubeletPort = 10250;
+/** `kubectl logs -f` polls the log file this often and sends at most this much per poll. */
+export const followPollMs = 250;
+export const followChunkBytesMax = 1 << 20;
 const podsMax = 110;
 
 export interface NodeAgentOptions {
@@ -226,7 +229,7 @@ export class NodeAgent {
     }
   }
 
-  /** Enough of the kubelet API for `kubectl logs`: the apiserver proxies /containerLogs here. */
+  /** Enough of the kubelet API for `kubectl logs [-f]`: the apiserver proxies /containerLogs here. */
   private serveKubeletApi(): Promise<void> {
     const logsDir = this.context.logsDir;
     this.server = createServer({ cert: readFileSync(this.options.servingCertFile), key: readFileSync(this.options.servingKeyFile) }, (req, res) => {
@@ -234,13 +237,39 @@ export class NodeAgent {
       const match = /^\/containerLogs\/([^/]+)\/([^/]+)\/([^/]+)$/.exec(url.pathname);
       if (!match) { res.writeHead(404).end('not found\n'); return; }
       const [, namespace, pod, container] = match;
-      const podDirs = readdirSync(logsDir).filter((dir) => dir.startsWith(`${namespace}_${pod}_`));
-      const file = podDirs.map((dir) => join(logsDir, dir, `${container}.log`)).find((path) => existsSync(path));
+      // The newest pod of that name (a StatefulSet pod replaced keeps its name).
+      const file = readdirSync(logsDir)
+        .filter((dir) => dir.startsWith(`${namespace}_${pod}_`))
+        .map((dir) => join(logsDir, dir, `${container}.log`))
+        .filter((path) => existsSync(path))
+        .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)[0];
       if (!file) { res.writeHead(404).end(`no log for ${namespace}/${pod}/${container}\n`); return; }
-      let lines = readFileSync(file, 'utf8').split('\n').filter((line) => !line.startsWith('--- ') || !line.includes('bftkube node agent:'));
+      const text = readFileSync(file);
+      let lines = text.toString('utf8').split('\n').filter((line) => !(line.startsWith('--- ') && line.includes('bftkube node agent:')));
       const tail = Number(url.searchParams.get('tailLines') ?? NaN);
       if (Number.isInteger(tail) && tail >= 0) lines = lines.slice(-(tail + 1));
-      res.writeHead(200, { 'Content-Type': 'text/plain' }).end(lines.join('\n'));
+      res.writeHead(200, { 'Content-Type': 'text/plain' });
+      res.write(lines.join('\n'));
+      if (url.searchParams.get('follow') !== 'true') { res.end(); return; }
+      let offset = text.length;
+      const poll = setInterval(() => {
+        try {
+          const size = statSync(file).size;
+          if (size <= offset) return;
+          const fd = openSync(file, 'r');
+          try {
+            const chunk = Buffer.alloc(Math.min(size - offset, followChunkBytesMax));
+            offset += readSync(fd, chunk, 0, chunk.length, offset);
+            res.write(chunk);
+          } finally {
+            closeSync(fd);
+          }
+        } catch {
+          clearInterval(poll);
+          res.end();
+        }
+      }, followPollMs);
+      res.on('close', () => clearInterval(poll));
     });
     return new Promise((resolve, reject) => {
       this.server!.once('error', reject);

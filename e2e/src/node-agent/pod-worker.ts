@@ -34,6 +34,8 @@ export interface NodeContext {
 
 /** Retry a sandbox whose volumes are not ready (unbound claim, missing Secret) this often. */
 export const sandboxRetryMs = 1_000;
+/** How often Secret, ConfigMap and downward-API volumes are brought up to date (the kubelet: about a minute). */
+export const volumeResyncMs = 5_000;
 export const statusPatchDebounceMs = 100;
 export const statusPatchRetriesMax = 5;
 const defaultTerminationGraceSeconds = 30;
@@ -168,6 +170,7 @@ export class PodWorker {
     }
     this.sandboxMessage = undefined;
     this.sandboxReady = true;
+    this.scheduleVolumeResync();
     this.markStatusDirty();
     if (this.initialized) for (const run of this.containers) await this.startContainer(run);
     else await this.startContainer(this.initContainers[0]!);
@@ -178,6 +181,18 @@ export class PodWorker {
       if (this.terminating || !this.podIp) return;
       const prepared = await prepareVolumes({ rest: this.node.rest, pod: this.pod, facts: { podIp: this.podIp, hostIp: this.node.hostIp }, podDir: this.podDir });
       if (prepared.refreshAtMs !== undefined) this.scheduleVolumeRefresh(prepared.refreshAtMs);
+    });
+  }
+
+  private scheduleVolumeResync(): void {
+    this.schedule(volumeResyncMs, async () => {
+      if (this.terminating || !this.podIp) return;
+      try {
+        await prepareVolumes({ rest: this.node.rest, pod: this.pod, facts: { podIp: this.podIp, hostIp: this.node.hostIp }, podDir: this.podDir, renewTokens: false });
+      } catch (error) {
+        this.node.log(`${this.key}: volume resync: ${error instanceof Error ? error.message : String(error)}`);
+      }
+      this.scheduleVolumeResync();
     });
   }
 

@@ -1,7 +1,7 @@
 // Pod volumes as folders on this machine: Secrets, ConfigMaps, downward API and projected volumes are
 // written out; emptyDirs are created; PVCs resolve to the hostPath of the PersistentVolume bound to them.
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join, normalize } from 'node:path';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join, normalize } from 'node:path';
 import type { PodRuntimeFacts } from './downward.ts';
 import { fieldValue, resourceFieldValue } from './downward.ts';
 import type { JsonObject, KubeRest } from './kube-rest.ts';
@@ -27,12 +27,29 @@ const defaultTokenExpirationSeconds = 3600;
 /** Like the kubelet: renew once 80% of a token's life has passed. */
 const tokenRenewFraction = 0.8;
 
-function writeKeyFile(dir: string, relativePath: string, content: string | Buffer, mode: number): void {
+/** Files written in this pass, per volume folder: anything else there is a key that went away. */
+type Written = Set<string>;
+
+function writeKeyFile(dir: string, relativePath: string, content: string | Buffer, mode: number, written?: Written): void {
   const target = normalize(join(dir, relativePath));
   if (!target.startsWith(dir + '/')) throw new Error(`BFT_ERR_VOLUME_PATH: ${relativePath} leaves its volume`);
+  written?.add(target);
+  const bytes = typeof content === 'string' ? Buffer.from(content, 'utf8') : content;
+  if (existsSync(target) && readFileSync(target).equals(bytes)) return;
   mkdirSync(dirname(target), { recursive: true });
-  writeFileSync(target, content);
-  chmodSync(target, mode);
+  // A container may read at any moment: replace the file whole (rename), never truncate it in place.
+  const temporary = join(dirname(target), `.${basename(target)}.tmp`);
+  writeFileSync(temporary, bytes);
+  chmodSync(temporary, mode);
+  renameSync(temporary, target);
+}
+
+function removeUnwritten(dir: string, written: Written): void {
+  for (const entry of readdirSync(dir, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile()) continue;
+    const path = join(entry.parentPath, entry.name);
+    if (!written.has(path)) rmSync(path, { force: true });
+  }
 }
 
 interface KeySource { data: Map<string, Buffer> }
@@ -52,20 +69,20 @@ async function readKeySource(rest: KubeRest, namespace: string, kind: 'secrets' 
   }
 }
 
-function writeKeys(dir: string, source: KeySource | undefined, items: JsonObject[] | undefined, defaultMode: number): void {
+function writeKeys(dir: string, source: KeySource | undefined, items: JsonObject[] | undefined, defaultMode: number, written: Written): void {
   if (!source) return;
   if (items && items.length > 0) {
     for (const item of items) {
       const value = source.data.get(String(item.key));
       if (value === undefined) throw new VolumeNotReadyError('VolumeKeyMissing', `BFT_ERR_VOLUME_KEY: key ${item.key} missing`);
-      writeKeyFile(dir, String(item.path), value, item.mode ?? defaultMode);
+      writeKeyFile(dir, String(item.path), value, item.mode ?? defaultMode, written);
     }
     return;
   }
-  for (const [key, value] of source.data) writeKeyFile(dir, key, value, defaultMode);
+  for (const [key, value] of source.data) writeKeyFile(dir, key, value, defaultMode, written);
 }
 
-function writeDownwardItems(dir: string, pod: JsonObject, facts: PodRuntimeFacts, items: JsonObject[], defaultMode: number): void {
+function writeDownwardItems(dir: string, pod: JsonObject, facts: PodRuntimeFacts, items: JsonObject[], defaultMode: number, written: Written): void {
   for (const item of items) {
     let value = '';
     if (item.fieldRef) value = fieldValue(pod, facts, String(item.fieldRef.fieldPath));
@@ -73,11 +90,11 @@ function writeDownwardItems(dir: string, pod: JsonObject, facts: PodRuntimeFacts
       const container = (pod.spec.containers as JsonObject[]).find((c) => c.name === item.resourceFieldRef.containerName);
       value = resourceFieldValue(container, String(item.resourceFieldRef.resource), item.resourceFieldRef.divisor);
     }
-    writeKeyFile(dir, String(item.path), value, item.mode ?? defaultMode);
+    writeKeyFile(dir, String(item.path), value, item.mode ?? defaultMode, written);
   }
 }
 
-async function writeServiceAccountToken(rest: KubeRest, pod: JsonObject, dir: string, source: JsonObject, mode: number): Promise<number> {
+async function writeServiceAccountToken(rest: KubeRest, pod: JsonObject, dir: string, source: JsonObject, mode: number, written: Written): Promise<number> {
   const expirationSeconds = Number(source.expirationSeconds ?? defaultTokenExpirationSeconds);
   const namespace = String(pod.metadata.namespace);
   const account = String(pod.spec.serviceAccountName ?? 'default');
@@ -90,7 +107,7 @@ async function writeServiceAccountToken(rest: KubeRest, pod: JsonObject, dir: st
       boundObjectRef: { apiVersion: 'v1', kind: 'Pod', name: pod.metadata.name, uid: pod.metadata.uid },
     },
   });
-  writeKeyFile(dir, String(source.path), String(request.status.token), mode);
+  writeKeyFile(dir, String(source.path), String(request.status.token), mode, written);
   const expiresMs = Date.parse(String(request.status.expirationTimestamp));
   return Date.now() + (expiresMs - Date.now()) * tokenRenewFraction;
 }
@@ -101,9 +118,11 @@ export interface VolumeContext {
   facts: PodRuntimeFacts;
   /** The pod's own folder; volumes go to <podDir>/volumes/<name>. */
   podDir: string;
+  /** False on a resync: tokens are renewed on their own schedule, not every pass. */
+  renewTokens?: boolean;
 }
 
-/** Writes every volume of the pod; safe to call again (tokens are renewed, files rewritten). */
+/** Writes every volume of the pod; called again to resync (changed keys rewritten, removed keys deleted). */
 export async function prepareVolumes(context: VolumeContext): Promise<PreparedVolumes> {
   const { rest, pod, facts } = context;
   const namespace = String(pod.metadata.namespace);
@@ -125,33 +144,38 @@ export async function prepareVolumes(context: VolumeContext): Promise<PreparedVo
     mkdirSync(dir, { recursive: true });
     hostPaths.set(name, dir);
     if (volume.emptyDir) continue;
+    const written: Written = new Set();
     if (volume.secret) {
       const source = await readKeySource(rest, namespace, 'secrets', String(volume.secret.secretName), Boolean(volume.secret.optional));
-      writeKeys(dir, source, volume.secret.items, volume.secret.defaultMode ?? defaultFileMode);
+      writeKeys(dir, source, volume.secret.items, volume.secret.defaultMode ?? defaultFileMode, written);
     } else if (volume.configMap) {
       const source = await readKeySource(rest, namespace, 'configmaps', String(volume.configMap.name), Boolean(volume.configMap.optional));
-      writeKeys(dir, source, volume.configMap.items, volume.configMap.defaultMode ?? defaultFileMode);
+      writeKeys(dir, source, volume.configMap.items, volume.configMap.defaultMode ?? defaultFileMode, written);
     } else if (volume.downwardAPI) {
-      writeDownwardItems(dir, pod, facts, volume.downwardAPI.items ?? [], volume.downwardAPI.defaultMode ?? defaultFileMode);
+      writeDownwardItems(dir, pod, facts, volume.downwardAPI.items ?? [], volume.downwardAPI.defaultMode ?? defaultFileMode, written);
     } else if (volume.projected) {
       const mode = volume.projected.defaultMode ?? defaultFileMode;
       for (const projection of (volume.projected.sources ?? []) as JsonObject[]) {
         if (projection.serviceAccountToken) {
-          const renewAtMs = await writeServiceAccountToken(rest, pod, dir, projection.serviceAccountToken, mode);
+          const tokenFile = normalize(join(dir, String(projection.serviceAccountToken.path)));
+          if (context.renewTokens === false && existsSync(tokenFile)) { written.add(tokenFile); continue; }
+          const renewAtMs = await writeServiceAccountToken(rest, pod, dir, projection.serviceAccountToken, mode, written);
           refreshAtMs = Math.min(refreshAtMs ?? renewAtMs, renewAtMs);
         } else if (projection.configMap) {
           const source = await readKeySource(rest, namespace, 'configmaps', String(projection.configMap.name), Boolean(projection.configMap.optional));
-          writeKeys(dir, source, projection.configMap.items, mode);
+          writeKeys(dir, source, projection.configMap.items, mode, written);
         } else if (projection.secret) {
           const source = await readKeySource(rest, namespace, 'secrets', String(projection.secret.name), Boolean(projection.secret.optional));
-          writeKeys(dir, source, projection.secret.items, mode);
+          writeKeys(dir, source, projection.secret.items, mode, written);
         } else if (projection.downwardAPI) {
-          writeDownwardItems(dir, pod, facts, projection.downwardAPI.items ?? [], mode);
+          writeDownwardItems(dir, pod, facts, projection.downwardAPI.items ?? [], mode, written);
         }
       }
     } else {
       throw new VolumeNotReadyError('VolumeTypeUnsupported', `BFT_ERR_VOLUME_TYPE: volume ${name} has a type this node agent does not run`);
     }
+    // Like the kubelet's atomic writer: a key removed from its Secret or ConfigMap disappears.
+    removeUnwritten(dir, written);
   }
   return { hostPaths, refreshAtMs };
 }
