@@ -111,6 +111,16 @@ describe('client requests', () => {
     expect(core.status().pendingRequests).toBe(2);
   });
 
+  it('accepts a session of the authenticated client, and nobody else\'s', () => {
+    const cluster = new LockstepCluster(4);
+    const session = request('alice/7f3a', 1, 'x');
+    cluster.core(1).receiveRequest('alice', session);
+    cluster.core(1).receiveRequest('alic', session);
+    cluster.core(1).receiveRequest('alice/7f3a/x', session);
+    expect(cluster.core(1).status().pendingRequests).toBe(1);
+    expect(cluster.core(1).status().dropped[DropReason.WRONG_CLIENT]).toBe(2);
+  });
+
   it('drops a request whose client id is not the authenticated sender', () => {
     const cluster = new LockstepCluster(4);
     cluster.core(0).receiveRequest('mallory', a1);

@@ -49,6 +49,15 @@ import { type ReplicaId, ViewInfo } from './view.ts';
 
 const emptyBytes: Bytes = new Uint8Array(0);
 
+export function requestBelongsTo(requestClientId: string, authenticatedClientId: string): boolean {
+  return (
+    requestClientId === authenticatedClientId ||
+    (requestClientId.length > authenticatedClientId.length + 1 &&
+      requestClientId.startsWith(authenticatedClientId) &&
+      requestClientId[authenticatedClientId.length] === '/')
+  );
+}
+
 interface InstanceValue {
   readonly bytes: Bytes;
   readonly digest: Bytes;
@@ -109,6 +118,8 @@ export interface CoreStatus {
   readonly leader: ReplicaId;
   readonly synchronized: boolean;
   readonly lastDecidedCid: number;
+  /** Instances this replica is behind the (f+1)-th most advanced peer it heard of: 0 or 1 is normal. */
+  readonly lagInstances: number;
   readonly pendingRequests: number;
   readonly bufferedMessages: number;
   readonly leaderChanges: number;
@@ -204,6 +215,7 @@ export class ReplicaCore {
       leader: this.leader,
       synchronized: this.syncedRegency === this.regency,
       lastDecidedCid: this.lastDecidedCid,
+      lagInstances: this.lagInstances(),
       pendingRequests: this.pending.size,
       bufferedMessages: this.future.length,
       leaderChanges: this.leaderChanges,
@@ -216,12 +228,36 @@ export class ReplicaCore {
     this.dispatch(from, message);
   }
 
-  /** An ordered request from a client, whose identity the transport authenticated. */
+  /**
+   * An ordered request from a client, whose identity the transport authenticated. A client may use its
+   * own id or `<id>/<session>`: each client instance picks a fresh session, so a restarted client never
+   * collides with the sequence numbers of its previous life, and nobody can speak for another client.
+   */
   receiveRequest(clientId: string, request: ClientRequest): void {
-    if (request.clientId !== clientId) return this.drop(DropReason.WRONG_CLIENT);
+    if (!requestBelongsTo(request.clientId, clientId)) return this.drop(DropReason.WRONG_CLIENT);
     if (!request.ordered) return this.drop(DropReason.BAD_REQUEST);
     if (!this.requestSignatureValid(request)) return this.drop(DropReason.BAD_SIGNATURE);
     this.admit(request, true);
+  }
+
+  /**
+   * May this read-only request run? The same rules as for ordered ones (whose client, signed when the
+   * cluster requires it); the driver executes it without consensus. Drops are counted here.
+   */
+  admitUnordered(clientId: string, request: ClientRequest): boolean {
+    if (!requestBelongsTo(request.clientId, clientId)) {
+      this.drop(DropReason.WRONG_CLIENT);
+      return false;
+    }
+    if (request.ordered) {
+      this.drop(DropReason.BAD_REQUEST);
+      return false;
+    }
+    if (!this.requestSignatureValid(request)) {
+      this.drop(DropReason.BAD_SIGNATURE);
+      return false;
+    }
+    return true;
   }
 
   tick(): void {
@@ -735,10 +771,21 @@ export class ReplicaCore {
     this.offerDecision(decision);
   }
 
-  private maybeCatchUp(): void {
-    this.lastCatchUpTick = this.nowTick;
+  private lagInstances(): number {
+    const cids = [...this.peerCid.values()].sort((a, b) => b - a);
+    const evidence = cids[this.quorums.includesCorrect - 1];
+    return evidence === undefined ? 0 : Math.max(0, evidence - this.instance.cid);
+  }
+
+  private peersAhead(): ReplicaId[] {
     const ahead: ReplicaId[] = [];
     for (const [peer, cid] of this.peerCid) if (cid > this.instance.cid) ahead.push(peer);
+    return ahead;
+  }
+
+  private maybeCatchUp(): void {
+    this.lastCatchUpTick = this.nowTick;
+    const ahead = this.peersAhead();
     // Only believe we are behind when enough replicas say so that one of them is correct.
     if (ahead.length < this.quorums.includesCorrect) return;
     ahead.sort((a, b) => a - b);

@@ -132,6 +132,16 @@ describe('replica driver', () => {
     expect(new Set(repliesFor(cluster, 1))).toEqual(new Set(['length 0']));
   });
 
+  it('refuses an unordered request in another client\'s name', async () => {
+    const cluster = startCluster();
+    for (const id of cluster.drivers.keys()) {
+      cluster.drivers.get(id)?.receive({ kind: 'client', id: 'mallory' }, encodeMessage(request('carol', 1, false)));
+    }
+    cluster.send('carol', request('carol', 2, false));
+    await until(() => repliesFor(cluster, 2).length === 4);
+    expect(repliesFor(cluster, 1)).toEqual([]);
+  });
+
   it('steps messages only after their signatures were prepared, whatever order preparation finishes in', async () => {
     const rng = new Rng(9);
     const cluster = startCluster(() => ({

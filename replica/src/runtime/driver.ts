@@ -20,6 +20,12 @@ import type { Executor } from '../service/executor.ts';
 import type { Service } from '../service/service.ts';
 import type { Storage } from './storage.ts';
 
+/** The connection a client id's replies go to: sessions `<id>/<session>` share their client's connection. */
+export function connectionOf(clientId: string): string {
+  const slash = clientId.indexOf('/');
+  return slash < 0 ? clientId : clientId.slice(0, slash);
+}
+
 export type PeerIdentity = { readonly kind: 'replica'; readonly id: number } | { readonly kind: 'client'; readonly id: string };
 
 /** What the driver needs from the transport. */
@@ -147,7 +153,7 @@ export class ReplicaDriver {
     if (from.kind === 'client') {
       if (message.type !== MessageType.REQUEST) return;
       if (message.request.ordered) this.core.receiveRequest(from.id, message.request);
-      else this.executeUnordered(message.request);
+      else if (this.core.admitUnordered(from.id, message.request)) this.executeUnordered(message.request);
     } else {
       this.core.step(from.id, message as ReplicaMessage);
     }
@@ -163,13 +169,13 @@ export class ReplicaDriver {
 
   private sendReply(clientId: string, seq: number, result: Uint8Array): void {
     const reply: Message = { type: MessageType.REPLY, view: this.options.view.number, clientId, seq, result };
-    this.options.network.sendToClient(clientId, encodeMessage(reply));
+    this.options.network.sendToClient(connectionOf(clientId), encodeMessage(reply));
   }
 
   private sendBusy(request: ClientRequest, reason: BusyReasonCode): void {
     this.options.observer?.busy?.(reason);
     const busy: Message = { type: MessageType.BUSY, clientId: request.clientId, seq: request.seq, reason };
-    this.options.network.sendToClient(request.clientId, encodeMessage(busy));
+    this.options.network.sendToClient(connectionOf(request.clientId), encodeMessage(busy));
   }
 
   /** Drain the core's Ready in order, one at a time: persist, then send, then execute and reply. */
@@ -212,7 +218,7 @@ export class ReplicaDriver {
             } else {
               this.options.observer?.busy?.(notice.reason);
               const busy: Message = { type: MessageType.BUSY, clientId: notice.clientId, seq: notice.seq, reason: notice.reason };
-              this.options.network.sendToClient(notice.clientId, encodeMessage(busy));
+              this.options.network.sendToClient(connectionOf(notice.clientId), encodeMessage(busy));
             }
           }
         }

@@ -1,0 +1,589 @@
+import { generateKeyPairSync, sign, verify } from 'node:crypto';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { limits } from '../constants.ts';
+import type { View } from '../core/view.ts';
+import { BftError } from '../errors.ts';
+import { decodeMessage, encodeMessage, requestSigningPayload } from '../protocol/codec.ts';
+import { type Busy, type ClientRequest, type Message, MessageType, type Reply } from '../protocol/messages.ts';
+import { BftClient, type BftClientOptions, ClientDropReason, unorderedSeqFirst } from './client.ts';
+import type { ClientTransport } from './transport.ts';
+
+const utf8 = new TextEncoder();
+const text = new TextDecoder();
+const bytes = (s: string) => utf8.encode(s);
+
+const bft4: View = { number: 0, mode: 'bft', f: 1, members: [0, 1, 2, 3] };
+const crash3: View = { number: 0, mode: 'crash', f: 1, members: [0, 1, 2] };
+
+/** What a scripted replica does with one copy of a request. */
+type Answer = { readonly result: string; readonly view?: number } | 'busy' | 'silent';
+type Script = (replicaId: number, request: ClientRequest, copy: number) => Answer;
+
+const silent: Script = () => 'silent';
+const correct: Script = (_replica, request) => ({ result: `ok:${text.decode(request.operation)}` });
+
+interface Received {
+  readonly replicaId: number;
+  readonly request: ClientRequest;
+  readonly atMs: number;
+}
+
+const everyScriptedCluster: ScriptedReplicas[] = [];
+const scriptedSendsMax = 10_000;
+
+/**
+ * The replicas, as seen through the ClientTransport seam: every send is decoded with the real codec and
+ * answered (a microtask later, as from a network) as the test's script says.
+ */
+class ScriptedReplicas implements ClientTransport {
+  script: Script;
+  readonly received: Received[] = [];
+  /** Anything the client sent that is not a valid REQUEST: must stay empty. */
+  readonly malformed: string[] = [];
+  closed = false;
+  private handler: ((replicaId: number, payload: Uint8Array) => void) | null = null;
+  private readonly startMs = Date.now();
+
+  constructor(script: Script) {
+    this.script = script;
+    everyScriptedCluster.push(this);
+  }
+
+  send(replicaId: number, payload: Uint8Array): void {
+    const decoded = decodeMessage(payload);
+    if (!decoded.ok || decoded.message.type !== MessageType.REQUEST) {
+      this.malformed.push(decoded.ok ? `type ${decoded.message.type}` : decoded.detail);
+      return;
+    }
+    const request = decoded.message.request;
+    // A client that sends in answer to replies would loop forever on microtasks; stop answering instead,
+    // so that such a bug fails the test's counts rather than hanging it.
+    if (this.received.length >= scriptedSendsMax) {
+      if (this.malformed.length === 0) this.malformed.push(`more than ${scriptedSendsMax} sends`);
+      return;
+    }
+    const copy = this.received.filter((r) => r.replicaId === replicaId && r.request.seq === request.seq).length + 1;
+    this.received.push({ replicaId, request, atMs: Date.now() - this.startMs });
+    const answer = this.script(replicaId, request, copy);
+    if (answer === 'silent') return;
+    queueMicrotask(() => {
+      if (answer === 'busy') this.busy(replicaId, request.clientId, request.seq);
+      else this.reply(replicaId, request.clientId, request.seq, answer.result, answer.view);
+    });
+  }
+
+  onMessage(handler: (replicaId: number, payload: Uint8Array) => void): void {
+    this.handler = handler;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+
+  deliver(replicaId: number, message: Message | Uint8Array): void {
+    const payload = message instanceof Uint8Array ? message : encodeMessage(message);
+    this.handler?.(replicaId, payload);
+  }
+
+  reply(replicaId: number, clientId: string, seq: number, result: string, view = 0): void {
+    const reply: Reply = { type: MessageType.REPLY, view, clientId, seq, result: bytes(result) };
+    this.deliver(replicaId, reply);
+  }
+
+  busy(replicaId: number, clientId: string, seq: number): void {
+    const busy: Busy = { type: MessageType.BUSY, clientId, seq, reason: 'pending_full' };
+    this.deliver(replicaId, busy);
+  }
+
+  seqsSent(): number[] {
+    return [...new Set(this.received.map((r) => r.request.seq))];
+  }
+
+  copiesOf(seq: number): Received[] {
+    return this.received.filter((r) => r.request.seq === seq);
+  }
+}
+
+function makeClient(replicas: ScriptedReplicas, options: Partial<BftClientOptions> = {}): BftClient {
+  return new BftClient({ clientId: 'alice', view: bft4, transport: replicas, ...options });
+}
+
+interface Tracked<T> {
+  state: 'pending' | 'resolved' | 'rejected';
+  value?: T;
+  error?: unknown;
+}
+
+function track<T>(promise: Promise<T>): Tracked<T> {
+  const tracked: Tracked<T> = { state: 'pending' };
+  promise.then(
+    (value) => Object.assign(tracked, { state: 'resolved', value }),
+    (error: unknown) => Object.assign(tracked, { state: 'rejected', error }),
+  );
+  return tracked;
+}
+
+function codeOf(error: unknown): string | undefined {
+  return error instanceof BftError ? error.code : undefined;
+}
+
+function resultOf(tracked: Tracked<Uint8Array>): string | undefined {
+  return tracked.value === undefined ? undefined : text.decode(tracked.value);
+}
+
+/** Lets queued microtasks (replies, promise reactions) run without moving the clock. */
+const settle = () => vi.advanceTimersByTimeAsync(0);
+
+/** The value of a call that must settle without the clock moving: fails at once instead of hanging. */
+async function settled<T>(promise: Promise<T>): Promise<T> {
+  const tracked = track(promise);
+  await settle();
+  if (tracked.state === 'pending') throw new Error('the call is still pending, though the replicas answered');
+  if (tracked.state === 'rejected') throw tracked.error;
+  return tracked.value as T;
+}
+
+beforeEach(() => {
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
+});
+
+afterEach(() => {
+  vi.useRealTimers();
+  for (const replicas of everyScriptedCluster.splice(0)) expect(replicas.malformed).toEqual([]);
+});
+
+describe('ordered requests: how many matching replies decide', () => {
+  it('in BFT (n=4, f=1) one lying replica cannot decide the result; f+1 = 2 matching replies do', async () => {
+    const replicas = new ScriptedReplicas(silent);
+    const client = makeClient(replicas);
+    const call = track(client.invokeOrdered(bytes('x')));
+    await settle();
+    expect(replicas.copiesOf(1).map((r) => r.replicaId)).toEqual([0, 1, 2, 3]);
+
+    replicas.reply(1, 'alice', 1, 'lie');
+    replicas.reply(1, 'alice', 1, 'lie'); // the liar repeating itself still counts once
+    replicas.reply(9, 'alice', 1, 'lie'); // nor can it borrow the voice of a non-member
+    await settle();
+    expect(call.state).toBe('pending');
+
+    replicas.reply(2, 'alice', 1, 'right');
+    await settle();
+    expect(call.state).toBe('pending'); // one against one
+
+    replicas.reply(3, 'alice', 1, 'right');
+    await settle();
+    expect(call.state).toBe('resolved');
+    expect(resultOf(call)).toBe('right');
+    expect(client.stats().dropped).toMatchObject({ [ClientDropReason.DUPLICATE]: 1, [ClientDropReason.NOT_MEMBER]: 1 });
+    await client.close();
+  });
+
+  it('in crash mode one reply decides', async () => {
+    const replicas = new ScriptedReplicas((replica, request) => (replica === 2 ? correct(replica, request, 1) : 'silent'));
+    const client = makeClient(replicas, { view: crash3 });
+    expect(text.decode(await settled(client.invokeOrdered(bytes('x'))))).toBe('ok:x');
+    await client.close();
+  });
+
+  it('a request that replicas answered from their reply cache after a retransmission still needs the quorum', async () => {
+    // Replica 0 answers at once; the other replies are lost the first time, so f+1 forms only after a
+    // retransmission, which goes only to the replicas that have not replied.
+    const replicas = new ScriptedReplicas((replica, request, copy) =>
+      replica === 0 || copy >= 2 ? correct(replica, request, copy) : 'silent',
+    );
+    const client = makeClient(replicas, { timeouts: { retransmitMs: 100 } });
+    const call = track(client.invokeOrdered(bytes('x')));
+    await vi.advanceTimersByTimeAsync(99);
+    expect(call.state).toBe('pending');
+    expect(client.stats().sends).toBe(4);
+
+    await vi.advanceTimersByTimeAsync(1);
+    expect(call.state).toBe('resolved');
+    expect(resultOf(call)).toBe('ok:x');
+    expect(client.stats()).toMatchObject({ sends: 7, retransmissions: 1 });
+    expect(replicas.copiesOf(1).filter((r) => r.replicaId === 0)).toHaveLength(1);
+    await client.close();
+  });
+});
+
+describe('retransmission', () => {
+  it('retransmits with exponential backoff up to retransmitMsMax while replies are lost', async () => {
+    const replicas = new ScriptedReplicas(silent);
+    const client = makeClient(replicas, { timeouts: { retransmitMs: 100, retransmitMsMax: 400 } });
+    const call = track(client.invokeOrdered(bytes('x')));
+    await vi.advanceTimersByTimeAsync(1600);
+    const roundsAtMs = [...new Set(replicas.copiesOf(1).map((r) => r.atMs))];
+    expect(roundsAtMs).toEqual([0, 100, 300, 700, 1100, 1500]);
+
+    replicas.script = correct;
+    await vi.advanceTimersByTimeAsync(400);
+    expect(resultOf(call)).toBe('ok:x');
+    await client.close();
+  });
+
+  it('BUSY only pushes the next retransmission later: four BUSYs never cause a send', async () => {
+    const replicas = new ScriptedReplicas(() => 'busy');
+    const client = makeClient(replicas, { timeouts: { retransmitMs: 100, retransmitMsMax: 800 } });
+    const call = track(client.invokeOrdered(bytes('x')));
+    await vi.advanceTimersByTimeAsync(3000);
+
+    // Each round sends one copy to each of the 4 replicas; the BUSYs of a round double the interval once
+    // and move the timer later (100 → 200 after the first round, then capped at 800).
+    const roundsAtMs = [...new Set(replicas.copiesOf(1).map((r) => r.atMs))];
+    expect(roundsAtMs).toEqual([0, 200, 1000, 1800, 2600]);
+    const stats = client.stats();
+    expect(stats.sends).toBe(4 * roundsAtMs.length);
+    expect(stats.busyReceived).toBe(stats.sends);
+    expect(stats.retransmissions).toBe(roundsAtMs.length - 1);
+
+    replicas.script = correct;
+    await vi.advanceTimersByTimeAsync(800);
+    expect(resultOf(call)).toBe('ok:x');
+    await client.close();
+  });
+
+  it('BUSYs arriving between rounds keep pushing the round back instead of bringing it forward', async () => {
+    const replicas = new ScriptedReplicas(silent);
+    const client = makeClient(replicas, { timeouts: { retransmitMs: 100, retransmitMsMax: 1000 } });
+    void client.invokeOrdered(bytes('x')).catch(() => {});
+    for (let atMs = 50; atMs <= 500; atMs += 50) {
+      await vi.advanceTimersByTimeAsync(50);
+      replicas.busy(atMs % 200 === 0 ? 1 : 2, 'alice', 1);
+    }
+    // One round only: the first BUSY doubled the interval to 200, and every later one moved the timer on.
+    expect(client.stats().sends).toBe(4);
+    await vi.advanceTimersByTimeAsync(200);
+    expect(client.stats().sends).toBe(8);
+    await client.close();
+  });
+});
+
+describe('unordered requests', () => {
+  it('resolve with a Byzantine majority of matching replies, without ordering anything', async () => {
+    // n=4, f=1: 3 matching replies needed. Replica 3 lies; replica 2's first answer is lost.
+    const replicas = new ScriptedReplicas((replica, _request, copy) =>
+      replica === 3 ? { result: 'lie' } : replica === 2 && copy === 1 ? 'silent' : { result: 'read' },
+    );
+    const client = makeClient(replicas, { timeouts: { retransmitMs: 100 } });
+    const call = track(client.invokeUnordered(bytes('get')));
+    await vi.advanceTimersByTimeAsync(99);
+    expect(call.state).toBe('pending'); // 2 against 1 is not enough, but a majority can still form
+    await vi.advanceTimersByTimeAsync(1);
+    expect(resultOf(call)).toBe('read');
+    expect(replicas.received.every((r) => !r.request.ordered && r.request.seq >= unorderedSeqFirst)).toBe(true);
+    expect(client.stats().unorderedFallbacks).toBe(0);
+    await client.close();
+  });
+
+  it('fall back to an ordered request as soon as the replies disagree so that no majority can form', async () => {
+    const replicas = new ScriptedReplicas((replica, request) =>
+      request.ordered ? { result: 'ordered' } : { result: replica < 2 ? 'old' : 'new' },
+    );
+    const client = makeClient(replicas, { timeouts: { unorderedTimeoutMs: 60_000 } });
+    expect(text.decode(await settled(client.invokeUnordered(bytes('get'))))).toBe('ordered');
+    const ordered = replicas.received.filter((r) => r.request.ordered);
+    expect(ordered.map((r) => r.request.seq)).toEqual([1, 1, 1, 1]);
+    expect(text.decode(ordered[0]?.request.operation)).toBe('get');
+    expect(client.stats().unorderedFallbacks).toBe(1);
+    await client.close();
+  });
+
+  it('fall back to an ordered request after unorderedTimeoutMs without a majority', async () => {
+    const replicas = new ScriptedReplicas((replica, request) =>
+      request.ordered ? { result: 'ordered' } : replica < 2 ? { result: 'read' } : 'silent',
+    );
+    const client = makeClient(replicas, { timeouts: { unorderedTimeoutMs: 500 } });
+    const call = track(client.invokeUnordered(bytes('get')));
+    await vi.advanceTimersByTimeAsync(499);
+    expect(call.state).toBe('pending');
+    expect(replicas.received.some((r) => r.request.ordered)).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(resultOf(call)).toBe('ordered');
+    await client.close();
+  });
+});
+
+describe('timeouts: the seq stays reserved and the request is retried in the background', () => {
+  it('rejects the caller with BFT_ERR_CLIENT_TIMEOUT, keeps retransmitting, and lets no later request overtake it', async () => {
+    const replicas = new ScriptedReplicas(silent);
+    const client = makeClient(replicas, { timeouts: { retransmitMs: 100, retransmitMsMax: 200, orderedTimeoutMs: 1000 } });
+    const first = track(client.invokeOrdered(bytes('one')));
+    await vi.advanceTimersByTimeAsync(900);
+    const second = track(client.invokeOrdered(bytes('two'))); // its own deadline is at 1900 ms
+
+    await vi.advanceTimersByTimeAsync(100);
+    expect(first.state).toBe('rejected');
+    expect(codeOf(first.error)).toBe('BFT_ERR_CLIENT_TIMEOUT');
+    expect(String(first.error)).toMatch(/may still execute/);
+    expect(second.state).toBe('pending');
+    expect(client.stats()).toMatchObject({ inFlight: 1, waiting: 1, detached: 1 });
+
+    const copiesAtTimeout = replicas.copiesOf(1).length;
+    await vi.advanceTimersByTimeAsync(300);
+    expect(replicas.copiesOf(1).length).toBeGreaterThan(copiesAtTimeout);
+    expect(replicas.seqsSent()).toEqual([1]);
+
+    replicas.script = correct;
+    await vi.advanceTimersByTimeAsync(200);
+    expect(resultOf(second)).toBe('ok:two');
+    expect(replicas.seqsSent()).toEqual([1, 2]);
+    // Seq 2 left only after seq 1 was answered.
+    const lastCopyOfFirst = Math.max(...replicas.copiesOf(1).map((r) => r.atMs));
+    expect(Math.min(...replicas.copiesOf(2).map((r) => r.atMs))).toBeGreaterThanOrEqual(lastCopyOfFirst);
+    expect(client.stats()).toMatchObject({ inFlight: 0, waiting: 0, detached: 0 });
+    await client.close();
+  });
+
+  it('a request that timed out while waiting for a slot is still sent in its turn, keeping seqs gapless', async () => {
+    const replicas = new ScriptedReplicas(silent);
+    const client = makeClient(replicas, { timeouts: { orderedTimeoutMs: 1000 } });
+    const first = track(client.invokeOrdered(bytes('one')));
+    const second = track(client.invokeOrdered(bytes('two')));
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(codeOf(first.error)).toBe('BFT_ERR_CLIENT_TIMEOUT');
+    expect(codeOf(second.error)).toBe('BFT_ERR_CLIENT_TIMEOUT');
+    expect(String(second.error)).toMatch(/will be sent/);
+
+    replicas.script = correct;
+    const third = track(client.invokeOrdered(bytes('three')));
+    await vi.advanceTimersByTimeAsync(4000);
+    expect(resultOf(third)).toBe('ok:three');
+    expect(replicas.seqsSent()).toEqual([1, 2, 3]);
+    await client.close();
+  });
+});
+
+describe('bounds on outstanding requests', () => {
+  it('keeps at most inFlightMax ordered requests in flight, queues up to waitingMax, and refuses beyond at once', async () => {
+    const replicas = new ScriptedReplicas(silent);
+    const client = makeClient(replicas, { inFlightMax: 2, waitingMax: 1 });
+    const a = track(client.invokeOrdered(bytes('a')));
+    const b = track(client.invokeOrdered(bytes('b')));
+    const c = track(client.invokeOrdered(bytes('c')));
+    const d = track(client.invokeOrdered(bytes('d')));
+    await settle();
+    expect(codeOf(d.error)).toBe('BFT_ERR_CLIENT_BUSY');
+    expect(replicas.seqsSent()).toEqual([1, 2]);
+    expect(client.stats()).toMatchObject({ inFlight: 2, waiting: 1 });
+
+    for (const replica of [0, 1]) replicas.reply(replica, 'alice', 2, 'b done');
+    await settle();
+    expect(resultOf(b)).toBe('b done');
+    expect(replicas.seqsSent()).toEqual([1, 2, 3]); // c took the freed slot
+    expect(client.stats()).toMatchObject({ inFlight: 2, waiting: 0 });
+    expect([a.state, c.state]).toEqual(['pending', 'pending']);
+
+    // The refused call consumed no seq: the next one waits as seq 4.
+    const e = track(client.invokeOrdered(bytes('e')));
+    for (const seq of [1, 3]) for (const replica of [2, 3]) replicas.reply(replica, 'alice', seq, `${seq}`);
+    await settle();
+    expect([a.state, c.state, e.state]).toEqual(['resolved', 'resolved', 'pending']);
+    expect(replicas.seqsSent()).toEqual([1, 2, 3, 4]);
+    await client.close();
+  });
+
+  it('bounds unordered requests in flight by limits.clientUnorderedInFlightMax', async () => {
+    const client = makeClient(new ScriptedReplicas(silent));
+    const calls = Array.from({ length: limits.clientUnorderedInFlightMax + 1 }, () => track(client.invokeUnordered(bytes('r'))));
+    await settle();
+    expect(calls.filter((c) => c.state === 'rejected').map((c) => codeOf(c.error))).toEqual(['BFT_ERR_CLIENT_BUSY']);
+    await client.close();
+  });
+
+  it('refuses an operation larger than the replicas accept without using a seq', async () => {
+    const replicas = new ScriptedReplicas(correct);
+    const client = makeClient(replicas);
+    await expect(client.invokeOrdered(new Uint8Array(limits.operationBytesMax + 1))).rejects.toMatchObject({
+      code: 'BFT_ERR_CLIENT_OPERATION_TOO_LARGE',
+    });
+    await settled(client.invokeOrdered(bytes('small')));
+    expect(replicas.seqsSent()).toEqual([1]);
+    await client.close();
+  });
+});
+
+describe('sequence numbers', () => {
+  it('ordered seqs are consecutive from firstSeq, sent in order, and unordered reads do not consume them', async () => {
+    const replicas = new ScriptedReplicas(correct);
+    const client = makeClient(replicas, { firstSeq: 7, inFlightMax: 4 });
+    await settled(client.invokeOrdered(bytes('a')));
+    await settled(client.invokeUnordered(bytes('r')));
+    await settled(client.invokeOrdered(bytes('b')));
+    await settled(Promise.all(['c', 'd', 'e', 'f', 'g'].map((op) => client.invokeOrdered(bytes(op)))));
+    const orderedSeqs = replicas.received.filter((r) => r.request.ordered).map((r) => r.request.seq);
+    expect([...new Set(orderedSeqs)]).toEqual([7, 8, 9, 10, 11, 12, 13]);
+    // Every copy of a seq went out before the first copy of the next one.
+    expect(orderedSeqs).toEqual([...orderedSeqs].sort((x, y) => x - y));
+    await client.close();
+  });
+});
+
+describe('close()', () => {
+  it('rejects everything outstanding with BFT_ERR_CLIENT_CLOSED, leaves no timer, and closes the transport', async () => {
+    const replicas = new ScriptedReplicas(silent);
+    const client = makeClient(replicas, { waitingMax: 4, timeouts: { orderedTimeoutMs: 1000 } });
+    const timedOut = track(client.invokeOrdered(bytes('one')));
+    await vi.advanceTimersByTimeAsync(1000); // seq 1 now lives on in the background
+    const waiting = track(client.invokeOrdered(bytes('two')));
+    const read = track(client.invokeUnordered(bytes('r')));
+    const async = client.invokeAsync(bytes('three'), () => {});
+    const asyncDone = track(async.done);
+    expect(vi.getTimerCount()).toBeGreaterThan(0);
+
+    await client.close();
+    await settle();
+    expect(codeOf(timedOut.error)).toBe('BFT_ERR_CLIENT_TIMEOUT');
+    for (const call of [waiting, read, asyncDone]) expect(codeOf(call.error)).toBe('BFT_ERR_CLIENT_CLOSED');
+    expect(vi.getTimerCount()).toBe(0);
+    expect(replicas.closed).toBe(true);
+    expect(client.stats()).toMatchObject({ inFlight: 0, waiting: 0, unorderedInFlight: 0 });
+
+    await expect(client.invokeOrdered(bytes('late'))).rejects.toMatchObject({ code: 'BFT_ERR_CLIENT_CLOSED' });
+    expect(() => client.invokeAsync(bytes('late'), () => {})).toThrow(/BFT_ERR_CLIENT_CLOSED/);
+    const sendsAtClose = client.stats().sends;
+    replicas.reply(0, 'alice', 1, 'late reply');
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(client.stats().sends).toBe(sendsAtClose);
+  });
+});
+
+describe('untrusted input from replicas', () => {
+  it('ignores and counts by reason anything that is not a REPLY or BUSY for an outstanding request of this client', async () => {
+    const replicas = new ScriptedReplicas(silent);
+    const client = makeClient(replicas);
+    const call = track(client.invokeOrdered(bytes('x')));
+    await settle();
+
+    replicas.deliver(0, new Uint8Array([0xc1, 0x00])); // never valid msgpack
+    replicas.deliver(0, encodeMessage({ type: MessageType.REPLY, view: 0, clientId: 'alice', seq: 0, result: bytes('') }));
+    replicas.deliver(0, new Uint8Array(limits.resultBytesMax + 4096));
+    replicas.deliver(0, encodeMessage({ type: MessageType.REQUEST, request: { clientId: 'alice', seq: 1, ordered: true, operation: bytes('x'), signature: null } }));
+    replicas.reply(0, 'bob', 1, 'for bob');
+    replicas.reply(0, 'alice', 2, 'no such request');
+    replicas.reply(0, 'alice', unorderedSeqFirst + 5, 'no such read');
+    replicas.reply(4, 'alice', 1, 'not a member');
+    replicas.reply(0, 'alice', 1, 'x');
+    replicas.busy(0, 'alice', 1); // after its reply: a BUSY from the same replica is a duplicate
+    expect(client.stats().dropped).toEqual({
+      [ClientDropReason.UNDECODABLE]: 1,
+      [ClientDropReason.SCHEMA]: 1,
+      [ClientDropReason.FRAME_TOO_LARGE]: 1,
+      [ClientDropReason.NOT_FOR_CLIENTS]: 1,
+      [ClientDropReason.WRONG_CLIENT]: 1,
+      [ClientDropReason.NOT_OUTSTANDING]: 2,
+      [ClientDropReason.NOT_MEMBER]: 1,
+      [ClientDropReason.DUPLICATE]: 1,
+    });
+    expect(call.state).toBe('pending');
+    replicas.reply(3, 'alice', 1, 'x');
+    await settle();
+    expect(resultOf(call)).toBe('x');
+    await client.close();
+  });
+});
+
+describe('newer views', () => {
+  it('surfaces a newer view only when f+1 members report it, with the highest number they vouch for', async () => {
+    const views: number[] = [];
+    const replicas = new ScriptedReplicas(silent);
+    const client = makeClient(replicas, { onNewerView: (viewNumber) => views.push(viewNumber) });
+    void client.invokeOrdered(bytes('x')).catch(() => {});
+    await settle();
+    replicas.reply(1, 'alice', 1, 'x', 9); // one replica alone may be lying
+    expect(views).toEqual([]);
+    replicas.reply(2, 'alice', 1, 'x', 5);
+    expect(views).toEqual([5]);
+    replicas.reply(9, 'alice', 1, 'x', 9); // a non-member does not vouch
+    replicas.reply(3, 'alice', 1, 'x', 9);
+    expect(views).toEqual([5, 9]);
+    await client.close();
+  });
+
+  it('in crash mode one member is enough', async () => {
+    const views: number[] = [];
+    const replicas = new ScriptedReplicas((_replica, request) => ({ result: text.decode(request.operation), view: 3 }));
+    const client = makeClient(replicas, { view: crash3, onNewerView: (viewNumber) => views.push(viewNumber) });
+    await settled(client.invokeOrdered(bytes('x')));
+    expect(views).toEqual([3]);
+    await client.close();
+  });
+});
+
+describe('invokeAsync', () => {
+  it('hands over every first reply as it comes and resolves done at the ordered quorum', async () => {
+    const replicas = new ScriptedReplicas(silent);
+    const client = makeClient(replicas);
+    const seen: string[] = [];
+    const call = client.invokeAsync(bytes('x'), (replicaId, result) => seen.push(`${replicaId}:${text.decode(result)}`));
+    const done = track(call.done);
+    expect(call.seq).toBe(1);
+    replicas.reply(1, 'alice', 1, 'lie');
+    replicas.reply(2, 'alice', 1, 'right');
+    replicas.reply(2, 'alice', 1, 'right');
+    await settle();
+    expect(seen).toEqual(['1:lie', '2:right']);
+    expect(done.state).toBe('pending');
+    replicas.reply(0, 'alice', 1, 'right');
+    await settle();
+    expect(done.state).toBe('resolved');
+    expect(seen).toEqual(['1:lie', '2:right', '0:right']);
+    await client.close();
+  });
+
+  it('cancel() stops the callbacks, but the request keeps its seq until the replicas answer it', async () => {
+    const replicas = new ScriptedReplicas(silent);
+    const client = makeClient(replicas, { timeouts: { retransmitMs: 100 } });
+    const seen: number[] = [];
+    const call = client.invokeAsync(bytes('x'), (replicaId) => seen.push(replicaId));
+    const next = track(client.invokeOrdered(bytes('y')));
+    replicas.reply(0, 'alice', 1, 'r');
+    call.cancel();
+    expect(codeOf(await call.done.catch((error: unknown) => error))).toBe('BFT_ERR_CLIENT_CANCELLED');
+    expect(client.stats()).toMatchObject({ inFlight: 1, waiting: 1, detached: 1 });
+
+    await vi.advanceTimersByTimeAsync(100);
+    expect(replicas.copiesOf(1).map((r) => r.replicaId)).toEqual([0, 1, 2, 3, 1, 2, 3]); // still retransmitted
+    expect(replicas.seqsSent()).toEqual([1]);
+
+    replicas.reply(1, 'alice', 1, 'r'); // the quorum for seq 1 forms after the cancel
+    await settle();
+    expect(seen).toEqual([0]);
+    expect(client.stats()).toMatchObject({ inFlight: 1, waiting: 0, detached: 0 });
+    replicas.script = correct;
+    await vi.advanceTimersByTimeAsync(200);
+    expect(resultOf(next)).toBe('ok:y');
+    expect(replicas.seqsSent()).toEqual([1, 2]);
+    await client.close();
+  });
+});
+
+describe('signed requests', () => {
+  it('signs every request with the signer, and the signature verifies with real Ed25519 over requestSigningPayload', async () => {
+    const { publicKey, privateKey } = generateKeyPairSync('ed25519');
+    const replicas = new ScriptedReplicas((_replica, request) => {
+      const valid =
+        request.signature !== null && verify(null, requestSigningPayload(request), publicKey, request.signature);
+      return { result: valid ? 'valid' : 'invalid' };
+    });
+    const client = makeClient(replicas, { signer: { sign: (payload) => sign(null, payload, privateKey) } });
+    expect(text.decode(await settled(client.invokeOrdered(bytes('w'))))).toBe('valid');
+    expect(text.decode(await settled(client.invokeUnordered(bytes('r'))))).toBe('valid');
+    expect(replicas.received.every((r) => r.request.signature?.length === 64)).toBe(true);
+    await client.close();
+  });
+});
+
+describe('options', () => {
+  it('refuses options beyond the limits with BFT_ERR_CONFIG_INVALID, and an unusable view with BFT_ERR_VIEW_INVALID', () => {
+    const transport = new ScriptedReplicas(silent);
+    const base = { clientId: 'alice', view: bft4, transport };
+    expect(() => new BftClient({ ...base, inFlightMax: limits.clientInFlightMax + 1 })).toThrow(/BFT_ERR_CONFIG_INVALID/);
+    expect(() => new BftClient({ ...base, waitingMax: limits.clientWaitingMax + 1 })).toThrow(/BFT_ERR_CONFIG_INVALID/);
+    expect(() => new BftClient({ ...base, firstSeq: 0 })).toThrow(/BFT_ERR_CONFIG_INVALID/);
+    expect(() => new BftClient({ ...base, clientId: '' })).toThrow(/BFT_ERR_CONFIG_INVALID/);
+    expect(() => new BftClient({ ...base, timeouts: { retransmitMs: 500, retransmitMsMax: 100 } })).toThrow(
+      /BFT_ERR_CONFIG_INVALID/,
+    );
+    expect(() => new BftClient({ ...base, view: { ...bft4, f: 2 } })).toThrow(/BFT_ERR_VIEW_INVALID/);
+  });
+});
