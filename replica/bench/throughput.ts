@@ -1,0 +1,110 @@
+// npm run bench -- --replicas 4 --mode bft|crash --request-bytes 0 --reply-bytes 0 --clients 50 --seconds 30
+// A throughput/latency microbenchmark in the manner of BFT-SMaRt's ThroughputLatencyServer/Client:
+// n replicas as separate processes on loopback, the clients in a process of their own. Prints JSON:
+// ops/s, latency p50/p90/p99, CPU seconds and peak RSS of every process.
+
+import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { availableParallelism, cpus } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { LocalCluster, defaultLocalDir } from '../src/cli/local-cluster.ts';
+import type { FaultMode } from '../src/core/quorum.ts';
+
+const { values } = parseArgs({
+  options: {
+    replicas: { type: 'string', default: '4' },
+    mode: { type: 'string', default: 'bft' },
+    'request-bytes': { type: 'string', default: '0' },
+    'reply-bytes': { type: 'string', default: '0' },
+    clients: { type: 'string', default: '50' },
+    seconds: { type: 'string', default: '30' },
+    'warmup-seconds': { type: 'string', default: '5' },
+    'batch-requests': { type: 'string', default: '1024' },
+    signed: { type: 'boolean', default: false },
+  },
+});
+const mode = values.mode as FaultMode;
+if (mode !== 'bft' && mode !== 'crash') throw new Error('--mode is bft or crash');
+if (values.signed) throw new Error('--signed is not supported by the benchmark client yet');
+
+/** CPU seconds and peak RSS of a live process, from /proc. */
+async function usage(pid: number): Promise<{ cpuSeconds: number; peakRssMiB: number } | null> {
+  try {
+    const stat = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]?.split(' ') ?? [];
+    const ticksPerSecond = 100;
+    const cpuSeconds = (Number(stat[11]) + Number(stat[12])) / ticksPerSecond;
+    const status = await readFile(`/proc/${pid}/status`, 'utf8');
+    const peakKiB = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+    return { cpuSeconds, peakRssMiB: Math.round(peakKiB / 1024) };
+  } catch {
+    return null;
+  }
+}
+
+const cluster = new LocalCluster({
+  dir: defaultLocalDir('bench'),
+  replicas: Number(values.replicas),
+  mode,
+  clients: ['bench'],
+  subnet: 200,
+  logLevel: 'warn',
+  service: { module: 'builtin:throughput', config: { replyBytes: Number(values['reply-bytes']) } },
+  batch: { requestsMax: Number(values['batch-requests']), bytesMax: 4 * 1024 * 1024 },
+  configOverrides: { clientInFlightMax: 64 },
+});
+await cluster.prepare();
+await cluster.startAll();
+try {
+  const clientScript = fileURLToPath(new URL('./client-process.ts', import.meta.url));
+  const child = spawn(
+    process.execPath,
+    [
+      clientScript,
+      '--keys', cluster.keysDir,
+      '--view', JSON.stringify(cluster.view),
+      '--endpoints', JSON.stringify(cluster.endpoints),
+      '--clients', values.clients,
+      '--request-bytes', values['request-bytes'],
+      '--warmup-seconds', values['warmup-seconds'],
+      '--seconds', values.seconds,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  // Sample the client's usage just before it finishes: /proc is gone once it exits.
+  let clientUsage: Awaited<ReturnType<typeof usage>> = null;
+  const sampler = setInterval(async () => {
+    if (child.pid !== undefined) clientUsage = (await usage(child.pid)) ?? clientUsage;
+  }, 250);
+  await new Promise<void>((resolve, reject) => child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`client process exited with ${code}`)))));
+  clearInterval(sampler);
+  const result = JSON.parse(output.trim().split('\n').at(-1) ?? '{}');
+  const replicas: Record<string, unknown> = {};
+  for (const replica of cluster.replicas) {
+    if (replica.process?.pid !== undefined) replicas[`replica-${replica.id}`] = await usage(replica.process.pid);
+  }
+  process.stdout.write(
+    `${JSON.stringify(
+      {
+        benchmark: 'throughput-latency',
+        replicas: cluster.replicas.length,
+        mode,
+        clients: Number(values.clients),
+        requestBytes: Number(values['request-bytes']),
+        replyBytes: Number(values['reply-bytes']),
+        seconds: Number(values.seconds),
+        ...result,
+        processes: { ...replicas, client: clientUsage },
+        machine: { cores: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown', node: process.version },
+      },
+      null,
+      2,
+    )}\n`,
+  );
+} finally {
+  await cluster.stopAll();
+}

@@ -1,0 +1,197 @@
+// A local cluster: n replica processes on 127.0.0.x, each its own OS process with its own loopback
+// address, keys made by `bftkube keys`. Used by `bftkube local`, the benchmark and integration tests.
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { FaultMode } from '../core/quorum.ts';
+import { maxFaults } from '../core/quorum.ts';
+import type { ReplicaEndpoint } from '../client/transport.ts';
+import { BftError } from '../errors.ts';
+import { generateLocalKeys } from '../server/keys.ts';
+
+const mainScript = fileURLToPath(new URL('./main.ts', import.meta.url));
+const replicaPort = 11000;
+const adminPort = 12000;
+/** How long a replica may take from spawn to /readyz answering 200. */
+const startTimeoutMs = 30_000;
+const stopGraceMs = 5_000;
+
+export interface LocalClusterOptions {
+  readonly dir: string;
+  readonly replicas: number;
+  readonly mode: FaultMode;
+  readonly clients: readonly string[];
+  /** Third octet of the 127.0.x.y addresses, so that clusters of parallel tests do not collide. */
+  readonly subnet?: number;
+  readonly service?: { readonly module: string; readonly config?: unknown };
+  readonly batch?: { readonly requestsMax: number; readonly bytesMax: number };
+  readonly requireSignedRequests?: boolean;
+  readonly logLevel?: string;
+  /** Extra configuration fields merged into every replica's file. */
+  readonly configOverrides?: Record<string, unknown>;
+}
+
+export interface LocalReplica {
+  readonly id: number;
+  readonly host: string;
+  readonly port: number;
+  readonly adminUrl: string;
+  readonly configFile: string;
+  readonly logFile: string;
+  process: ChildProcess | null;
+}
+
+export class LocalCluster {
+  readonly options: LocalClusterOptions;
+  readonly replicas: LocalReplica[];
+  readonly keysDir: string;
+
+  constructor(options: LocalClusterOptions) {
+    this.options = options;
+    this.keysDir = join(options.dir, 'keys');
+    const subnet = options.subnet ?? 0;
+    this.replicas = Array.from({ length: options.replicas }, (_, id) => {
+      const host = `127.0.${subnet}.${10 + id}`;
+      return {
+        id,
+        host,
+        port: replicaPort,
+        adminUrl: `http://${host}:${adminPort}`,
+        configFile: join(options.dir, `replica-${id}.json`),
+        logFile: join(options.dir, `replica-${id}.log`),
+        process: null,
+      };
+    });
+  }
+
+  get endpoints(): ReplicaEndpoint[] {
+    return this.replicas.map((r) => ({ id: r.id, host: r.host, port: r.port }));
+  }
+
+  get view() {
+    const members = this.replicas.map((r) => r.id);
+    return { number: 0, mode: this.options.mode, f: maxFaults(members.length, this.options.mode), members };
+  }
+
+  /** Keys and configuration files; replaces whatever a previous run left in the folder. */
+  async prepare(): Promise<void> {
+    await rm(this.options.dir, { recursive: true, force: true });
+    await mkdir(this.options.dir, { recursive: true });
+    await generateLocalKeys({
+      dir: this.keysDir,
+      clusterName: 'local',
+      replicas: this.replicas.map((r) => ({ id: r.id, dnsNames: ['localhost'], ipAddresses: [r.host] })),
+      clients: this.options.clients,
+    });
+    for (const replica of this.replicas) {
+      const config = {
+        replicaId: replica.id,
+        cluster: {
+          name: 'local',
+          view: {
+            number: 0,
+            mode: this.options.mode,
+            members: this.replicas.map((r) => ({ id: r.id, host: r.host, port: r.port, adminPort })),
+          },
+        },
+        listen: { host: replica.host, port: replica.port, adminHost: replica.host, adminPort },
+        keysDir: this.keysDir,
+        dataDir: join(this.options.dir, `data-${replica.id}`),
+        durability: 'none',
+        requireSignedRequests: this.options.requireSignedRequests ?? false,
+        logLevel: this.options.logLevel ?? 'info',
+        ...(this.options.batch ? { batch: this.options.batch } : {}),
+        ...(this.options.service ? { service: this.options.service } : {}),
+        ...this.options.configOverrides,
+      };
+      await writeFile(replica.configFile, `${JSON.stringify(config, null, 2)}\n`);
+    }
+  }
+
+  /** Spawn one replica process (again, after a kill); its output goes to its log file. */
+  start(id: number): ChildProcess {
+    const replica = this.replica(id);
+    if (replica.process !== null && replica.process.exitCode === null) return replica.process;
+    const log = createWriteStream(replica.logFile, { flags: 'a' });
+    const child = spawn(process.execPath, [mainScript, 'replica', '--config', replica.configFile], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env },
+    });
+    child.stdout?.pipe(log);
+    child.stderr?.pipe(log);
+    child.on('exit', () => {
+      if (replica.process === child) replica.process = null;
+    });
+    replica.process = child;
+    return child;
+  }
+
+  async startAll(): Promise<void> {
+    for (const replica of this.replicas) this.start(replica.id);
+    await Promise.all(this.replicas.map((r) => this.waitReady(r.id)));
+  }
+
+  replica(id: number): LocalReplica {
+    const replica = this.replicas[id];
+    if (replica === undefined) throw new BftError('BFT_ERR_CONFIG_INVALID', `no replica ${id} in this local cluster`);
+    return replica;
+  }
+
+  async status(id: number): Promise<Record<string, unknown> | null> {
+    try {
+      const response = await fetch(`${this.replica(id).adminUrl}/status`, { signal: AbortSignal.timeout(2000) });
+      return response.ok ? ((await response.json()) as Record<string, unknown>) : null;
+    } catch {
+      return null;
+    }
+  }
+
+  async waitReady(id: number, timeoutMs = startTimeoutMs): Promise<void> {
+    const replica = this.replica(id);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (replica.process === null) {
+        throw new BftError('BFT_ERR_CONFIG_INVALID', `replica ${id} exited while starting; see ${replica.logFile}`);
+      }
+      try {
+        const response = await fetch(`${replica.adminUrl}/readyz`, { signal: AbortSignal.timeout(1000) });
+        if (response.ok) return;
+      } catch {
+        // Not listening yet.
+      }
+      if (Date.now() > deadline) throw new BftError('BFT_ERR_CONFIG_INVALID', `replica ${id} not ready after ${timeoutMs} ms; see ${replica.logFile}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** kill -9: no goodbye, no flush. */
+  kill(id: number): void {
+    this.replica(id).process?.kill('SIGKILL');
+  }
+
+  async stop(id: number): Promise<void> {
+    const child = this.replica(id).process;
+    if (child === null || child.exitCode !== null) return;
+    const exited = new Promise<void>((resolveExit) => child.once('exit', () => resolveExit()));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), stopGraceMs);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.all(this.replicas.map((r) => this.stop(r.id)));
+  }
+
+  pids(): number[] {
+    return this.replicas.flatMap((r) => (r.process?.pid !== undefined ? [r.process.pid] : []));
+  }
+}
+
+export function defaultLocalDir(name: string): string {
+  const cache = process.env.BFTKUBE_CACHE_DIR ?? join(process.env.HOME ?? '/tmp', '.cache', 'bftkube');
+  return resolve(cache, name);
+}

@@ -1,0 +1,82 @@
+// The key directory a replica reads: TLS material (crypto/certificates.ts) and Ed25519 signing keys.
+// Layout: ca.crt, replica-<id>.crt/.key, client-<id>.crt/.key (TLS); signing/replica-<id>.pem and
+// signing/client-<id>.pem (Ed25519, PKCS#8, mode 0600); signing/public-keys.json, which every replica
+// loads to check votes, collects, certificates and signed client requests.
+
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { writeLocalKeyDirectory } from '../crypto/certificates.ts';
+import { generateSigningKeyPair } from '../crypto/ed25519.ts';
+import { BftError } from '../errors.ts';
+
+const publicKeysSchema = z.object({
+  replicas: z.record(z.string().regex(/^(0|[1-9]\d{0,6})$/), z.string().base64()),
+  clients: z.record(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/), z.string().base64()),
+});
+
+export interface SigningKeys {
+  readonly privateKeyPem: string;
+  readonly replicaPublicKeys: ReadonlyMap<number, Uint8Array>;
+  readonly clientPublicKeys: ReadonlyMap<string, Uint8Array>;
+}
+
+export interface LocalKeysOptions {
+  readonly dir: string;
+  readonly clusterName: string;
+  readonly replicas: readonly { id: number; dnsNames: string[]; ipAddresses: string[] }[];
+  readonly clients: readonly string[];
+}
+
+async function writePrivate(path: string, content: string): Promise<void> {
+  const partial = `${path}.partial`;
+  await writeFile(partial, content, { mode: 0o600 });
+  await rename(partial, path);
+}
+
+/** Everything a local cluster needs: a CA and certificates, and Ed25519 keys for replicas and clients. */
+export async function generateLocalKeys(options: LocalKeysOptions): Promise<void> {
+  await writeLocalKeyDirectory({ ...options, replicas: [...options.replicas], clients: [...options.clients] });
+  const signingDir = join(options.dir, 'signing');
+  await mkdir(signingDir, { recursive: true, mode: 0o700 });
+  const publicKeys = { replicas: {} as Record<string, string>, clients: {} as Record<string, string> };
+  for (const replica of options.replicas) {
+    const pair = generateSigningKeyPair();
+    await writePrivate(join(signingDir, `replica-${replica.id}.pem`), pair.privateKeyPem);
+    publicKeys.replicas[String(replica.id)] = Buffer.from(pair.publicKeyRaw).toString('base64');
+  }
+  for (const client of options.clients) {
+    const pair = generateSigningKeyPair();
+    await writePrivate(join(signingDir, `client-${client}.pem`), pair.privateKeyPem);
+    publicKeys.clients[client] = Buffer.from(pair.publicKeyRaw).toString('base64');
+  }
+  const file = join(signingDir, 'public-keys.json');
+  await writeFile(`${file}.partial`, `${JSON.stringify(publicKeys, null, 2)}\n`);
+  await rename(`${file}.partial`, file);
+}
+
+export async function loadPublicKeys(dir: string): Promise<Pick<SigningKeys, 'replicaPublicKeys' | 'clientPublicKeys'>> {
+  const file = join(dir, 'signing', 'public-keys.json');
+  let parsed: z.infer<typeof publicKeysSchema>;
+  try {
+    parsed = publicKeysSchema.parse(JSON.parse(await readFile(file, 'utf8')));
+  } catch (cause) {
+    throw new BftError('BFT_ERR_KEYS_INVALID', `${file} is missing or malformed; create the key directory with "bftkube keys"`, { cause });
+  }
+  const raw = (base64: string) => new Uint8Array(Buffer.from(base64, 'base64'));
+  return {
+    replicaPublicKeys: new Map(Object.entries(parsed.replicas).map(([id, key]) => [Number(id), raw(key)])),
+    clientPublicKeys: new Map(Object.entries(parsed.clients).map(([id, key]) => [id, raw(key)])),
+  };
+}
+
+export async function loadSigningKeys(dir: string, name: `replica-${number}` | `client-${string}`): Promise<SigningKeys> {
+  const file = join(dir, 'signing', `${name}.pem`);
+  let privateKeyPem: string;
+  try {
+    privateKeyPem = await readFile(file, 'utf8');
+  } catch (cause) {
+    throw new BftError('BFT_ERR_KEYS_INVALID', `${file} cannot be read; create the key directory with "bftkube keys"`, { cause });
+  }
+  return { privateKeyPem, ...(await loadPublicKeys(dir)) };
+}

@@ -1,0 +1,187 @@
+// One replica as a process: configuration and keys in; the TLS transport, the verification pool, the
+// core, the driver, the service and the admin server wired together; a clean stop on SIGTERM.
+
+import { availableParallelism } from 'node:os';
+import { pathToFileURL } from 'node:url';
+import { Registry } from 'prom-client';
+import { ReplicaCore } from '../core/replica.ts';
+import { readTlsMaterial } from '../crypto/certificates.ts';
+import { ProcessCrypto } from '../crypto/process-crypto.ts';
+import { VerifyPool } from '../crypto/verify-pool.ts';
+import { BftError } from '../errors.ts';
+import { ReplicaDriver } from '../runtime/driver.ts';
+import { type Storage, VolatileStorage } from '../runtime/storage.ts';
+import { Executor } from '../service/executor.ts';
+import { KvService } from '../service/kv.ts';
+import type { Service } from '../service/service.ts';
+import { ThroughputService } from '../service/throughput.ts';
+import { TlsReplicaTransport } from '../transport/tls-transport.ts';
+import { buildAdminServer } from './admin.ts';
+import { type ReplicaConfig, coreConfigOf, viewOf } from './config.ts';
+import { loadSigningKeys } from './keys.ts';
+import { createLogger } from './logger.ts';
+import { QueueStage, ReplicaMetrics } from './metrics.ts';
+
+/** How often gauges (regency, queue depths, connections) are refreshed. */
+const gaugeRefreshMs = 1000;
+/** Instances behind the (f+1)-th most advanced peer that still count as caught up. */
+const readyLagInstancesMax = 2;
+
+export interface RunningReplica {
+  readonly config: ReplicaConfig;
+  status(): object;
+  stop(): Promise<void>;
+}
+
+/**
+ * The service named by the configuration: `builtin:kv` (the default), `builtin:throughput` (the
+ * benchmark's, config `{ replyBytes }`), or a path to a module whose default export is
+ * `(config: unknown) => Service | Promise<Service>`.
+ */
+export async function loadService(service: ReplicaConfig['service']): Promise<Service> {
+  const module = service.module ?? 'builtin:kv';
+  if (module === 'builtin:kv') return new KvService();
+  if (module === 'builtin:throughput') {
+    const replyBytes = (service.config as { replyBytes?: unknown } | undefined)?.replyBytes ?? 0;
+    return new ThroughputService(Number(replyBytes));
+  }
+  let factory: unknown;
+  try {
+    factory = (await import(pathToFileURL(module).href)).default;
+  } catch (cause) {
+    throw new BftError('BFT_ERR_CONFIG_INVALID', `service.module ${module} cannot be loaded; check the path in the configuration`, { cause });
+  }
+  if (typeof factory !== 'function') {
+    throw new BftError('BFT_ERR_CONFIG_INVALID', `service.module ${module} must export a default function (config) => Service`);
+  }
+  return (await factory(service.config)) as Service;
+}
+
+function storageFor(config: ReplicaConfig): Storage {
+  if (config.durability === 'none') return new VolatileStorage();
+  throw new BftError(
+    'BFT_ERR_CONFIG_INVALID',
+    `durability "${config.durability}" needs the write-ahead log, which this version does not have yet; ` +
+      'set "durability": "none" (or BFTKUBE_DURABILITY=none), knowing that a restarted replica then comes back empty',
+  );
+}
+
+export async function startReplica(config: ReplicaConfig): Promise<RunningReplica> {
+  const me = config.replicaId;
+  const view = viewOf(config);
+  const logger = createLogger({ replicaId: me, viewNumber: view.number, level: config.logLevel });
+  const storage = storageFor(config);
+  const tls = await readTlsMaterial(config.keysDir, `replica-${me}`);
+  const keys = await loadSigningKeys(config.keysDir, `replica-${me}`);
+  const registry = new Registry();
+  const metrics = new ReplicaMetrics(registry);
+  // Several replicas often share a small machine (local clusters, benchmarks): one worker per two cores.
+  const pool = new VerifyPool({ workers: Math.max(1, Math.floor(availableParallelism() / 2)) });
+  const crypto = new ProcessCrypto({
+    me,
+    privateKeyPem: keys.privateKeyPem,
+    replicaPublicKeys: keys.replicaPublicKeys,
+    clientPublicKey: (clientId) => keys.clientPublicKeys.get(clientId),
+    pool,
+  });
+  const restore = await storage.load();
+  const core = new ReplicaCore(coreConfigOf(config), crypto, restore.length > 0 ? { restore } : {});
+  const service = await loadService(config.service);
+  const executor = new Executor(service, config.clientInFlightMax);
+
+  let driver: ReplicaDriver | null = null;
+  const transport = new TlsReplicaTransport({
+    me,
+    listenHost: config.listen.host,
+    listenPort: config.listen.port,
+    tls,
+    replicas: config.cluster.view.members.map((m) => ({ id: m.id, host: m.host, port: m.port })),
+    onFrame: (from, payload) => driver?.receive(from, payload),
+    logger,
+  });
+  driver = new ReplicaDriver({
+    me,
+    view,
+    core,
+    network: transport,
+    storage,
+    executor,
+    service,
+    preparer: crypto,
+    tickMs: config.tickMs,
+    observer: {
+      dropped: (reason) => metrics.dropped(reason),
+      decided: (cid, requests) => metrics.decided(cid, requests),
+      executed: (kind, count) => metrics.executed(kind, count),
+      busy: (reason) => metrics.busy(reason),
+      leaderChanged: (regency) => {
+        metrics.leaderChanged(regency);
+        logger.info({ regency, leader: core.leader }, 'leader changed');
+      },
+    },
+  });
+
+  const status = () => {
+    const coreStatus = core.status();
+    return {
+      id: me,
+      view: { number: view.number, mode: view.mode, f: view.f, members: view.members },
+      regency: coreStatus.regency,
+      leader: coreStatus.leader,
+      synchronized: coreStatus.synchronized,
+      lastDecidedCid: coreStatus.lastDecidedCid,
+      lagInstances: coreStatus.lagInstances,
+      durability: config.durability,
+      queues: { pendingRequests: coreStatus.pendingRequests, bufferedMessages: coreStatus.bufferedMessages, verifying: driver?.status().verifying ?? 0 },
+      dropped: { core: coreStatus.dropped, driver: driver?.status().droppedByReason ?? {} },
+      executedRequests: executor.executed,
+      transport: transport.stats(),
+      crypto: crypto.stats(),
+      verifyPool: pool.stats(),
+      leaderChanges: coreStatus.leaderChanges,
+    };
+  };
+  const readiness = () => {
+    const s = core.status();
+    if (!s.synchronized) return { ready: false, reason: `synchronizing regency ${s.regency}` };
+    if (s.lagInstances > readyLagInstancesMax) return { ready: false, reason: `catching up: ${s.lagInstances} instances behind` };
+    return { ready: true, reason: `member of view ${view.number}, regency ${s.regency}, last decided cid ${s.lastDecidedCid}` };
+  };
+  const admin = buildAdminServer({ status, readiness, registry, logger });
+
+  await transport.start();
+  await admin.listen({ host: config.listen.adminHost, port: config.listen.adminPort });
+  driver.start();
+  const gauges = setInterval(() => {
+    const s = core.status();
+    metrics.regency.set(s.regency);
+    metrics.lastDecidedCid.set(s.lastDecidedCid);
+    metrics.setQueueDepth(QueueStage.ORDER, s.pendingRequests);
+    metrics.setQueueDepth(QueueStage.VERIFY, driver?.status().verifying ?? 0);
+    const connections = transport.stats().connections;
+    metrics.setReplicaConnections(connections.replicasOutbound + connections.replicasInbound);
+  }, gaugeRefreshMs);
+  gauges.unref();
+  logger.info(
+    { listen: `${config.listen.host}:${config.listen.port}`, admin: `${config.listen.adminHost}:${config.listen.adminPort}`, mode: view.mode, f: view.f, n: view.members.length },
+    'replica started',
+  );
+
+  let stopping: Promise<void> | null = null;
+  return {
+    config,
+    status,
+    stop: () => {
+      stopping ??= (async () => {
+        clearInterval(gauges);
+        await driver.stop();
+        await transport.stop();
+        await admin.close();
+        await pool.close();
+        await storage.close();
+        logger.info('replica stopped');
+      })();
+      return stopping;
+    },
+  };
+}
