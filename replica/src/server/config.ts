@@ -473,10 +473,7 @@ function resolveConfig(file: ParsedFile, sources: Sources): ReplicaConfig {
     keysDir: resolvePath('keysDir', file.keysDir),
     dataDir: resolvePath('dataDir', file.dataDir),
     service: {
-      // `builtin:<name>` names a service shipped with bftkube; anything else is a path to a module.
-      ...(file.service.module === undefined
-        ? {}
-        : { module: file.service.module.startsWith('builtin:') ? file.service.module : resolvePath('service.module', file.service.module) }),
+      ...(file.service.module === undefined ? {} : { module: resolvePath('service.module', file.service.module) }),
       ...(file.service.config === undefined ? {} : { config: file.service.config }),
     },
   };
