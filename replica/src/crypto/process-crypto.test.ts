@@ -65,12 +65,17 @@ afterAll(async () => {
   await pool.close();
 });
 
-function cryptoFor(me: number, options: { pool?: VerifyPool | null; verifiedCacheEntriesMax?: number } = {}): ProcessCrypto {
+// These tests prove what the pool path does, so every signature goes to the pool unless a test says otherwise.
+function cryptoFor(
+  me: number,
+  options: { pool?: VerifyPool | null; verifiedCacheEntriesMax?: number; poolItemsMin?: number } = {},
+): ProcessCrypto {
   return new ProcessCrypto({
     me,
     privateKeyPem: replicaPems[me] as string,
     replicaPublicKeys,
     clientPublicKey,
+    poolItemsMin: options.poolItemsMin ?? 1,
     ...(options.pool === null ? {} : { pool: options.pool ?? pool }),
     ...(options.verifiedCacheEntriesMax === undefined ? {} : { verifiedCacheEntriesMax: options.verifiedCacheEntriesMax }),
   });
@@ -426,6 +431,25 @@ describe('ProcessCrypto: the cache and the keys', () => {
     expect(crypto.verifyReplica(1, last.payload, last.signature)).toBe(true);
     expect(crypto.verifyReplica(1, first.payload, first.signature)).toBe(true);
     expect(crypto.stats()).toMatchObject({ cacheHits: 1, cacheMisses: 21 });
+  });
+
+  it('leaves a message with fewer signatures than poolItemsMin to the core\'s thread, and pools larger ones', async () => {
+    const crypto = cryptoFor(0, { poolItemsMin: 4 });
+    const signer = cryptoFor(1);
+    const digest = new Uint8Array(32).fill(7);
+    const accept = {
+      type: MessageType.ACCEPT,
+      view: 0,
+      cid: 3,
+      regency: 0,
+      digest,
+      signature: signer.sign(acceptSigningPayload(0, 3, 0, digest)),
+    } as const;
+    expect(crypto.prepare({ kind: 'replica', id: 1 }, accept)).toBeUndefined();
+    expect(crypto.stats()).toMatchObject({ preparedInline: 1, preparedItems: 0 });
+    // The core still gets the right answer, on its own thread.
+    expect(crypto.verifyReplica(1, acceptSigningPayload(0, 3, 0, digest), accept.signature)).toBe(true);
+    expect(crypto.stats().cacheMisses).toBe(1);
   });
 
   it('a client that changed its key is not verified under the old one, even from the cache', () => {

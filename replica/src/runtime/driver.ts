@@ -34,9 +34,12 @@ export interface ReplicaNetwork {
   sendToClient(clientId: string, payload: Uint8Array): void;
 }
 
-/** Verifies a message's signatures ahead of the core, off the main thread (ProcessCrypto in the process). */
+/**
+ * Verifies a message's signatures ahead of the core, off the main thread (ProcessCrypto in the process).
+ * Returns undefined when there is nothing worth waiting for: the message then goes straight on.
+ */
 export interface SignaturePreparer {
-  prepare(from: PeerIdentity, message: Message): Promise<void>;
+  prepare(from: PeerIdentity, message: Message): Promise<void> | undefined;
 }
 
 /** Hooks for metrics and logs; every one optional. */
@@ -132,10 +135,10 @@ export class ReplicaDriver {
       if (message.type === MessageType.REQUEST) this.sendBusy(message.request, BusyReason.PENDING_FULL);
       return this.drop('overloaded');
     }
-    const preparer = this.options.preparer;
-    if (preparer === undefined) return this.apply(from, message);
+    const preparing = this.options.preparer?.prepare(from, message);
+    if (preparing === undefined) return this.apply(from, message);
     this.verifying++;
-    preparer.prepare(from, message).then(
+    preparing.then(
       () => {
         this.verifying--;
         this.apply(from, message);
