@@ -44,15 +44,22 @@ export class Executor {
     return this.clients.get(clientId)?.results.get(seq);
   }
 
-  /** Execute one decided batch. The core delivers each client's requests once, in sequence order. */
-  execute(delivery: Delivery): ExecutedReply[] {
-    const { decision, requests } = delivery;
+  /** The first request of a batch that would run twice or out of sequence order, described; or null. */
+  outOfOrder(requests: Delivery['requests']): string | null {
     const expected = new Map<string, number>();
     for (const request of requests) {
       const next = expected.get(request.clientId) ?? this.lastExecuted(request.clientId) + 1;
-      invariant(request.seq === next, 'requests execute once, in sequence order');
+      if (request.seq !== next) return `${request.clientId}/${request.seq} where seq ${next} was due`;
       expected.set(request.clientId, next + 1);
     }
+    return null;
+  }
+
+  /** Execute one decided batch. The core delivers each client's requests once, in sequence order. */
+  execute(delivery: Delivery): ExecutedReply[] {
+    const { decision, requests } = delivery;
+    const problem = this.outOfOrder(requests);
+    invariant(problem === null, `requests execute once, in sequence order: ${problem}`);
     const results = this.service.executeOrdered(
       requests.map((r) => ({ clientId: r.clientId, seq: r.seq, operation: r.operation })),
       { cid: decision.cid, regency: decision.regency },

@@ -419,14 +419,10 @@ export class Simulation {
 
   private execute(node: SimReplica, delivery: Delivery, reply: boolean): void {
     // The executor refuses a second execution by assertion; report it as a finding instead.
-    const expected = new Map<string, number>();
-    for (const request of delivery.requests) {
-      const next = expected.get(request.clientId) ?? node.executor.lastExecuted(request.clientId) + 1;
-      if (request.seq !== next) {
-        if (node.correct) this.violation('double-execution', `${node.name} was handed ${request.clientId}/${request.seq} after seq ${next - 1}`);
-        return;
-      }
-      expected.set(request.clientId, next + 1);
+    const problem = node.executor.outOfOrder(delivery.requests);
+    if (problem !== null) {
+      if (node.correct) this.violation('double-execution', `${node.name} was handed ${problem}`);
+      return;
     }
     for (const executed of node.executor.execute(delivery)) {
       if (reply) this.sendReply(node, executed.clientId, executed.seq, executed.result);
