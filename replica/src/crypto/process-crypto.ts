@@ -213,7 +213,7 @@ export class ProcessCrypto implements CoreCrypto {
     try {
       new Preparation(
         (replica, payload, signature) => this.#replicaItem(replica, payload, signature),
-        (request) => this.#clientItem(request),
+        this.#clientPublicKey === undefined ? null : (request) => this.#clientItem(request),
         items,
       ).message(from, message);
     } catch {
@@ -321,13 +321,14 @@ export class ProcessCrypto implements CoreCrypto {
  */
 class Preparation {
   readonly #replicaItem: (replica: number, payload: Bytes, signature: Bytes) => PreparedItem | null;
-  readonly #clientItem: (request: ClientRequest) => PreparedItem | null;
+  /** Null when no client keys are known: then batches need not even be decoded here. */
+  readonly #clientItem: ((request: ClientRequest) => PreparedItem | null) | null;
   readonly #items: PreparedItem[];
   readonly #seen = new Set<string>();
 
   constructor(
     replicaItem: (replica: number, payload: Bytes, signature: Bytes) => PreparedItem | null,
-    clientItem: (request: ClientRequest) => PreparedItem | null,
+    clientItem: ((request: ClientRequest) => PreparedItem | null) | null,
     items: PreparedItem[],
   ) {
     this.#replicaItem = replicaItem;
@@ -377,7 +378,7 @@ class Preparation {
       case MessageType.STOP:
         return this.#requests(message.requests);
       case MessageType.REQUEST:
-        return this.#add(this.#clientItem(message.request));
+        return this.#requests([message.request]);
       case MessageType.WRITE:
       case MessageType.HEARTBEAT:
       case MessageType.DECISION_REQUEST:
@@ -403,13 +404,16 @@ class Preparation {
   }
 
   #batch(bytes: Bytes): void {
-    if (bytes.length === 0) return;
+    // Decoding a batch costs as much as the core's own decode of it; skip it when nothing would be found.
+    if (bytes.length === 0 || this.#clientItem === null) return;
     const decoded = decodeBatch(bytes);
     if (decoded.ok) this.#requests(decoded.batch.requests);
   }
 
   #requests(requests: readonly ClientRequest[]): void {
-    for (const request of requests) this.#add(this.#clientItem(request));
+    const clientItem = this.#clientItem;
+    if (clientItem === null) return;
+    for (const request of requests) this.#add(clientItem(request));
   }
 
   #add(item: PreparedItem | null): void {

@@ -81,7 +81,8 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
     me,
     privateKeyPem: keys.privateKeyPem,
     replicaPublicKeys: keys.replicaPublicKeys,
-    clientPublicKey: (clientId) => keys.clientPublicKeys.get(clientId),
+    // Client keys matter only when requests must be signed; without them no batch is decoded for signatures.
+    ...(config.requireSignedRequests ? { clientPublicKey: (clientId: string) => keys.clientPublicKeys.get(clientId) } : {}),
     pool,
   });
   const restore = await storage.load();
