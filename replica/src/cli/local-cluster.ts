@@ -120,8 +120,11 @@ export class LocalCluster {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env },
     });
-    child.stdout?.pipe(log);
-    child.stderr?.pipe(log);
+    // Two sources share one file: neither may end it, or the other's late output is a write after end.
+    child.stdout?.pipe(log, { end: false });
+    child.stderr?.pipe(log, { end: false });
+    log.on('error', () => {});
+    child.on('close', () => log.end());
     child.on('exit', () => {
       if (replica.process === child) replica.process = null;
     });

@@ -1,0 +1,184 @@
+// Shared by the multi-process integration tests: a LocalCluster of real replica processes in a fixed
+// folder per test file, key-value clients over real TLS, bounded waits, and a teardown that proves every
+// spawned process is gone.
+
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BftClient, type ClientTimeouts } from '../../src/client/client.ts';
+import { ClientMux } from '../../src/client/mux.ts';
+import { LocalCluster, type LocalClusterOptions } from '../../src/cli/local-cluster.ts';
+import { readTlsMaterial } from '../../src/crypto/certificates.ts';
+import { decodeKvResult, encodeKvOperation, type KvResult } from '../../src/service/kv-operations.ts';
+import { TlsClientTransport } from '../../src/transport/tls-transport.ts';
+
+/** The one client certificate every integration cluster issues; sessions are `<clientName>/<session>`. */
+export const clientName = 'it';
+
+/**
+ * Faster than the defaults so that a dead leader is replaced within a couple of seconds, yet far above
+ * what two busy cores need between ticks, so that a live leader is not deposed by a slow event loop.
+ */
+export const fastTimings = {
+  requestTimeoutMs: 1_000,
+  heartbeatIntervalMs: 250,
+  leaderSilenceTimeoutMs: 1_500,
+  regencyTimeoutMs: 1_500,
+} as const;
+
+export interface StartedCluster {
+  readonly cluster: LocalCluster;
+  /** Every replica process this test spawned, killed ones included. */
+  readonly spawnedPids: number[];
+}
+
+export function createCluster(
+  name: string,
+  options: Pick<LocalClusterOptions, 'replicas' | 'mode' | 'subnet'> & { configOverrides?: Record<string, unknown> },
+): StartedCluster {
+  const cluster = new LocalCluster({
+    dir: join(tmpdir(), 'bftkube-integration', name),
+    replicas: options.replicas,
+    mode: options.mode,
+    subnet: options.subnet,
+    clients: [clientName],
+    logLevel: 'warn',
+    configOverrides: { ...fastTimings, ...options.configOverrides },
+  });
+  return { cluster, spawnedPids: [] };
+}
+
+/** Prepares keys and configuration, then starts the given replicas (all by default) and waits until ready. */
+export async function startReplicas(started: StartedCluster, ids?: readonly number[]): Promise<void> {
+  const { cluster } = started;
+  const which = ids ?? cluster.replicas.map((r) => r.id);
+  for (const id of which) {
+    const child = cluster.start(id);
+    if (child.pid !== undefined) started.spawnedPids.push(child.pid);
+  }
+  await Promise.all(which.map((id) => cluster.waitReady(id)));
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Stops every replica and returns the pids still alive afterwards (an empty list is the goal). A
+ * SIGKILLed child is reaped asynchronously, so its pid is given a bounded moment to disappear.
+ */
+export async function stopCluster(started: StartedCluster, waitMs = 10_000): Promise<number[]> {
+  const pids = [...new Set([...started.spawnedPids, ...started.cluster.pids()])];
+  await started.cluster.stopAll();
+  const deadline = Date.now() + waitMs;
+  while (pids.some(isAlive) && Date.now() < deadline) await sleep(50);
+  return pids.filter(isAlive);
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls `condition` until it holds; throws naming `what` after `timeoutMs` (a bound, not a timing assertion). */
+export async function waitUntil(what: string, condition: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await condition()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+export interface ReplicaStatus {
+  readonly id: number;
+  readonly regency: number;
+  readonly leader: number;
+  readonly synchronized: boolean;
+  readonly lastDecidedCid: number;
+  readonly executedRequests: number;
+  readonly dropped: { readonly core: Record<string, number>; readonly driver: Record<string, number> };
+  readonly transport: { readonly drops: Record<string, number>; readonly framesIn: number };
+}
+
+export async function statusOf(cluster: LocalCluster, id: number): Promise<ReplicaStatus | null> {
+  return (await cluster.status(id)) as ReplicaStatus | null;
+}
+
+/** One TLS transport for the `it` client certificate, shared by any number of sessions. */
+export class KvClients {
+  private readonly mux: ClientMux;
+  private readonly clients: BftClient[] = [];
+  private readonly cluster: LocalCluster;
+
+  private constructor(cluster: LocalCluster, mux: ClientMux) {
+    this.cluster = cluster;
+    this.mux = mux;
+  }
+
+  static async connect(cluster: LocalCluster): Promise<KvClients> {
+    const transport = new TlsClientTransport({ tls: await readTlsMaterial(cluster.keysDir, `client-${clientName}`), replicas: cluster.endpoints });
+    return new KvClients(cluster, new ClientMux(transport));
+  }
+
+  session(session: string, timeouts?: ClientTimeouts): KvSession {
+    const clientId = `${clientName}/${session}`;
+    const client = new BftClient({
+      clientId,
+      view: this.cluster.view,
+      transport: this.mux.session(clientId),
+      ...(timeouts === undefined ? {} : { timeouts }),
+    });
+    this.clients.push(client);
+    return new KvSession(client);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.clients.map((client) => client.close()));
+    await this.mux.close();
+  }
+}
+
+const utf8 = new TextEncoder();
+const fromUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Key-value operations over one client session, with UTF-8 string values as the history records them. */
+export class KvSession {
+  readonly client: BftClient;
+
+  constructor(client: BftClient) {
+    this.client = client;
+  }
+
+  get clientId(): string {
+    return this.client.clientId;
+  }
+
+  async put(key: string, value: string): Promise<void> {
+    const result = await this.call(true, encodeKvOperation({ type: 'put', key, value: utf8.encode(value) }));
+    if (result.type !== 'written') throw new Error(`put ${key} answered ${result.type}`);
+  }
+
+  /** A read through consensus (ordered: true) or without it (false: needs more than (n+f)/2 matching replies). */
+  async get(key: string, ordered: boolean): Promise<string | null> {
+    const result = await this.call(ordered, encodeKvOperation({ type: 'get', key }));
+    if (result.type !== 'value') throw new Error(`get ${key} answered ${result.type}`);
+    return result.value === null ? null : fromUtf8.decode(result.value);
+  }
+
+  private async call(ordered: boolean, operation: Uint8Array): Promise<KvResult> {
+    const bytes = ordered ? await this.client.invokeOrdered(operation) : await this.client.invokeUnordered(operation);
+    const decoded = decodeKvResult(bytes);
+    if (!decoded.ok) throw new Error(`undecodable key-value result: ${decoded.message}`);
+    if (decoded.value.type === 'error') throw new Error(`key-value error ${decoded.value.code}: ${decoded.value.message}`);
+    return decoded.value;
+  }
+}
+
+/** The BftError code of a rejection, or undefined. */
+export function errorCode(error: unknown): string | undefined {
+  return typeof error === 'object' && error !== null && 'code' in error ? String((error as { code: unknown }).code) : undefined;
+}
