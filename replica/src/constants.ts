@@ -123,6 +123,28 @@ export const limits = {
   clientRetransmitMsMax: 60_000,
   /** Longest a client lets a caller wait for an ordered or unordered result. */
   clientTimeoutMsMax: 3_600_000,
+  // The write-ahead log (replica/src/storage/wal.ts).
+  /** A segment file is rolled once the next record would take it past this size (configurable lower). */
+  walSegmentBytesDefault: 64 * mebibyte,
+  /** Largest segment size a configuration may ask for; recovery reads segments in bounded chunks anyway. */
+  walSegmentBytesMax: 1024 * mebibyte,
+  /** Smallest segment size a configuration may ask for (tests roll segments often with it). */
+  walSegmentBytesMin: 4096,
+  /**
+   * Largest payload of one log record. The largest record is a decision: one batch and its certificate
+   * (at most membersMax votes); the rest is room for the envelope.
+   */
+  walRecordBytesMax: batchBytesMax + mebibyte,
+  /** Durability "batch": unsynced writes are fdatasync'd after at most this long (the default, and the ceiling). */
+  walGroupCommitMsDefault: 5,
+  walGroupCommitMsMax: 1_000,
+  /** Appends waiting for the log writer, and their bytes; beyond either, append() refuses with BFT_ERR_OVERLOADED. */
+  walQueuedAppendsMax: 4096,
+  walQueuedBytesMax: 64 * mebibyte,
+  /** Bytes one write + fdatasync carries at most (always at least one append, whatever its size). */
+  walWriteGroupBytesMax: 16 * mebibyte,
+  /** Recovery reads segment files in chunks of this size (grown only to hold one whole record). */
+  walReadChunkBytes: mebibyte,
 } as const;
 
 export type Limits = typeof limits;
