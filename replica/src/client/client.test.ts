@@ -153,7 +153,7 @@ afterEach(() => {
 });
 
 describe('ordered requests: how many matching replies decide', () => {
-  it('in BFT (n=4, f=1) one lying replica cannot decide the result; f+1 = 2 matching replies do', async () => {
+  it('in BFT (n=4, f=1) one lying replica cannot decide the result; the reply quorum of 3 matching replies does', async () => {
     const replicas = new ScriptedReplicas(silent);
     const client = makeClient(replicas);
     const call = track(client.invokeOrdered(bytes('x')));
@@ -172,16 +172,25 @@ describe('ordered requests: how many matching replies decide', () => {
 
     replicas.reply(3, 'alice', 1, 'right');
     await settle();
+    expect(call.state).toBe('pending'); // f+1 would prove the value, but a later read could miss the write
+
+    replicas.reply(0, 'alice', 1, 'right');
+    await settle();
     expect(call.state).toBe('resolved');
     expect(resultOf(call)).toBe('right');
     expect(client.stats().dropped).toMatchObject({ [ClientDropReason.DUPLICATE]: 1, [ClientDropReason.NOT_MEMBER]: 1 });
     await client.close();
   });
 
-  it('in crash mode one reply decides', async () => {
+  it('in crash mode a majority of replies decides (one is not enough: a read after it could miss the write)', async () => {
     const replicas = new ScriptedReplicas((replica, request) => (replica === 2 ? correct(replica, request, 1) : 'silent'));
     const client = makeClient(replicas, { view: crash3 });
-    expect(text.decode(await settled(client.invokeOrdered(bytes('x'))))).toBe('ok:x');
+    const call = track(client.invokeOrdered(bytes('x')));
+    await settle();
+    expect(call.state).toBe('pending');
+    replicas.reply(0, 'alice', 1, 'ok:x');
+    await settle();
+    expect(resultOf(call)).toBe('ok:x');
     await client.close();
   });
 
@@ -366,7 +375,7 @@ describe('bounds on outstanding requests', () => {
     expect(replicas.seqsSent()).toEqual([1, 2]);
     expect(client.stats()).toMatchObject({ inFlight: 2, waiting: 1 });
 
-    for (const replica of [0, 1]) replicas.reply(replica, 'alice', 2, 'b done');
+    for (const replica of [0, 1, 2]) replicas.reply(replica, 'alice', 2, 'b done');
     await settle();
     expect(resultOf(b)).toBe('b done');
     expect(replicas.seqsSent()).toEqual([1, 2, 3]); // c took the freed slot
@@ -375,7 +384,7 @@ describe('bounds on outstanding requests', () => {
 
     // The refused call consumed no seq: the next one waits as seq 4.
     const e = track(client.invokeOrdered(bytes('e')));
-    for (const seq of [1, 3]) for (const replica of [2, 3]) replicas.reply(replica, 'alice', seq, `${seq}`);
+    for (const seq of [1, 3]) for (const replica of [1, 2, 3]) replicas.reply(replica, 'alice', seq, `${seq}`);
     await settle();
     expect([a.state, c.state, e.state]).toEqual(['resolved', 'resolved', 'pending']);
     expect(replicas.seqsSent()).toEqual([1, 2, 3, 4]);
@@ -476,6 +485,7 @@ describe('untrusted input from replicas', () => {
     });
     expect(call.state).toBe('pending');
     replicas.reply(3, 'alice', 1, 'x');
+    replicas.reply(2, 'alice', 1, 'x');
     await settle();
     expect(resultOf(call)).toBe('x');
     await client.close();
@@ -525,8 +535,11 @@ describe('invokeAsync', () => {
     expect(done.state).toBe('pending');
     replicas.reply(0, 'alice', 1, 'right');
     await settle();
+    expect(done.state).toBe('pending');
+    replicas.reply(3, 'alice', 1, 'right');
+    await settle();
     expect(done.state).toBe('resolved');
-    expect(seen).toEqual(['1:lie', '2:right', '0:right']);
+    expect(seen).toEqual(['1:lie', '2:right', '0:right', '3:right']);
     await client.close();
   });
 
@@ -545,7 +558,8 @@ describe('invokeAsync', () => {
     expect(replicas.copiesOf(1).map((r) => r.replicaId)).toEqual([0, 1, 2, 3, 1, 2, 3]); // still retransmitted
     expect(replicas.seqsSent()).toEqual([1]);
 
-    replicas.reply(1, 'alice', 1, 'r'); // the quorum for seq 1 forms after the cancel
+    replicas.reply(1, 'alice', 1, 'r');
+    replicas.reply(2, 'alice', 1, 'r'); // the quorum for seq 1 forms after the cancel
     await settle();
     expect(seen).toEqual([0]);
     expect(client.stats()).toMatchObject({ inFlight: 1, waiting: 0, detached: 0 });
