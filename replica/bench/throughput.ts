@@ -49,6 +49,8 @@ const cluster = new LocalCluster({
   clients: ['bench'],
   subnet: 200,
   logLevel: 'warn',
+  // As BFT-SMaRt's reference microbenchmark: no disk on the replication path.
+  durability: 'none',
   service: { module: 'builtin:throughput', config: { replyBytes: Number(values['reply-bytes']) } },
   batch: { requestsMax: Number(values['batch-requests']), bytesMax: 4 * 1024 * 1024 },
   configOverrides: { clientInFlightMax: 64 },

@@ -39,10 +39,18 @@ export const limits = {
   futureMessagesMax: 8192,
   /** Distinct values one replica has written in one instance (one per regency at most). */
   writeSetMax: 16,
-  /** Decided instances kept in memory to help lagging replicas catch up without a checkpoint. */
-  decisionsRetainedMax: 512,
+  /**
+   * Decided instances kept in memory to help lagging replicas catch up without a checkpoint, bounded by
+   * count and by batch bytes: small decisions are a few hundred bytes, so a byte bound keeps many more.
+   */
+  decisionsRetainedMax: 100_000,
+  decisionsRetainedBytesMax: 64 * mebibyte,
   /** Decisions sent in answer to one catch-up request. */
   decisionsPerFetchMax: 16,
+  /** Batch bytes in one catch-up answer; it stops early rather than send a burst of huge batches. */
+  catchUpAnswerBytesMax: 8 * mebibyte,
+  /** Catch-up answers one peer gets per tick: enough to outrun the cluster, a bound on amplification. */
+  catchUpAnswersPerTickMax: 4,
   /** Members of a view. */
   membersMax: 64,
   /** Leader-change timeouts double with each failed regency up to this factor. */

@@ -30,6 +30,8 @@ export interface LocalClusterOptions {
   readonly batch?: { readonly requestsMax: number; readonly bytesMax: number };
   readonly requireSignedRequests?: boolean;
   readonly logLevel?: string;
+  /** Default fsync: each replica logs its votes and decisions in <dir>/data-<id>/wal before acting on them. */
+  readonly durability?: 'fsync' | 'batch' | 'none';
   /** Extra configuration fields merged into every replica's file. */
   readonly configOverrides?: Record<string, unknown>;
 }
@@ -100,7 +102,7 @@ export class LocalCluster {
         listen: { host: replica.host, port: replica.port, adminHost: replica.host, adminPort },
         keysDir: this.keysDir,
         dataDir: join(this.options.dir, `data-${replica.id}`),
-        durability: 'none',
+        durability: this.options.durability ?? 'fsync',
         requireSignedRequests: this.options.requireSignedRequests ?? false,
         logLevel: this.options.logLevel ?? 'info',
         ...(this.options.batch ? { batch: this.options.batch } : {}),

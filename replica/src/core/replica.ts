@@ -150,6 +150,7 @@ export class ReplicaCore {
   private readonly clients = new ClientTable();
   /** Recent decisions, insertion-ordered by cid, to serve lagging replicas. */
   private readonly retained = new Map<number, Decision>();
+  private retainedBytes = 0;
   private readonly futureDecisions = new Map<number, Decision>();
   private future: BufferedMessage[] = [];
   private draining = false;
@@ -177,7 +178,10 @@ export class ReplicaCore {
   private readonly peerCid = new Map<ReplicaId, number>();
   /** Highest synchronized regency each peer reported in its heartbeats. */
   private readonly peerRegency = new Map<ReplicaId, number>();
-  private readonly lastServedTick = new Map<ReplicaId, number>();
+  /** Per peer: the tick of its last catch-up answers and how many it got in that tick. */
+  private readonly catchUpServed = new Map<ReplicaId, { tick: number; answers: number }>();
+  /** The open instance at which the last catch-up answer is used up and the next one is due. */
+  private catchUpExhaustedAt = -1;
 
   // Output, drained by ready()/advance().
   private persistOut: PersistRecord[] = [];
@@ -717,9 +721,12 @@ export class ReplicaCore {
       this.pending.remove(request.clientId, request.seq);
     }
     this.retained.set(decision.cid, decision);
-    if (this.retained.size > limits.decisionsRetainedMax) {
-      const oldest = this.retained.keys().next();
-      if (!oldest.done) this.retained.delete(oldest.value);
+    this.retainedBytes += decision.batch.length;
+    while (this.retained.size > limits.decisionsRetainedMax || this.retainedBytes > limits.decisionsRetainedBytesMax) {
+      const oldest = this.retained.entries().next();
+      if (oldest.done) break;
+      this.retained.delete(oldest.value[0]);
+      this.retainedBytes -= oldest.value[1].batch.length;
     }
     this.lastDecidedCid = decision.cid;
   }
@@ -748,15 +755,19 @@ export class ReplicaCore {
   }
 
   private onDecisionRequest(from: ReplicaId, message: DecisionRequest): void {
-    const served = this.lastServedTick.get(from);
-    if (served !== undefined && this.nowTick - served < this.config.catchUpIntervalTicks) {
-      return this.drop(DropReason.RATE_LIMITED);
+    const served = this.catchUpServed.get(from);
+    if (served !== undefined && served.tick === this.nowTick) {
+      if (served.answers >= limits.catchUpAnswersPerTickMax) return this.drop(DropReason.RATE_LIMITED);
+      served.answers++;
+    } else {
+      this.catchUpServed.set(from, { tick: this.nowTick, answers: 1 });
     }
-    this.lastServedTick.set(from, this.nowTick);
     const last = Math.min(this.lastDecidedCid, message.fromCid + limits.decisionsPerFetchMax - 1);
-    for (let cid = message.fromCid; cid <= last; cid++) {
+    let bytes = 0;
+    for (let cid = message.fromCid; cid <= last && bytes < limits.catchUpAnswerBytesMax; cid++) {
       const decision = this.retained.get(cid);
       if (decision === undefined) continue;
+      bytes += decision.batch.length;
       const reply: DecisionMessage = { type: MessageType.DECISION, view: this.config.view.number, decision };
       this.messagesOut.push({ to: from, message: reply });
     }
@@ -769,6 +780,9 @@ export class ReplicaCore {
     if (this.verifiedDecisionDigest(decision) === null) return this.drop(DropReason.BAD_CERTIFICATE);
     this.notePeerAt(from, decision.cid + 1);
     this.offerDecision(decision);
+    // Pipelined catch-up: a lagging replica asks for the next range as soon as it used up the last one,
+    // so that it outruns a busy cluster instead of falling further behind between timer ticks.
+    if (this.catchUpExhaustedAt >= 0 && this.instance.cid >= this.catchUpExhaustedAt) this.maybeCatchUp();
   }
 
   private lagInstances(): number {
@@ -787,7 +801,10 @@ export class ReplicaCore {
     this.lastCatchUpTick = this.nowTick;
     const ahead = this.peersAhead();
     // Only believe we are behind when enough replicas say so that one of them is correct.
-    if (ahead.length < this.quorums.includesCorrect) return;
+    if (ahead.length < this.quorums.includesCorrect) {
+      this.catchUpExhaustedAt = -1;
+      return;
+    }
     ahead.sort((a, b) => a - b);
     const peer = ahead[this.catchUpRotation++ % ahead.length] as ReplicaId;
     const request: DecisionRequest = {
@@ -795,6 +812,7 @@ export class ReplicaCore {
       view: this.config.view.number,
       fromCid: this.instance.cid,
     };
+    this.catchUpExhaustedAt = this.instance.cid + limits.decisionsPerFetchMax;
     this.messagesOut.push({ to: peer, message: request });
   }
 

@@ -64,6 +64,11 @@ export interface DriverOptions {
   readonly observer?: DriverObserver;
   /** Messages whose signatures are being verified at once; beyond, input is shed. */
   readonly verifyingMax?: number;
+  /**
+   * Called once when the replica cannot go on safely (its storage failed): the driver has stopped, and
+   * nothing of the Ready whose records could not be made durable was sent.
+   */
+  readonly onFatal?: (error: unknown) => void;
 }
 
 export interface DriverStatus {
@@ -231,6 +236,13 @@ export class ReplicaDriver {
           this.options.observer?.leaderChanged?.(regency);
         }
       } while (this.flushAgain);
+    } catch (error) {
+      // A vote that cannot be made durable must not be sent; the replica stops rather than guess.
+      this.stopped = true;
+      if (this.tickTimer !== null) clearInterval(this.tickTimer);
+      this.tickTimer = null;
+      if (this.options.onFatal) this.options.onFatal(error);
+      else throw error;
     } finally {
       this.flushing = false;
     }

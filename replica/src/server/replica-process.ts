@@ -11,6 +11,9 @@ import { VerifyPool } from '../crypto/verify-pool.ts';
 import { BftError } from '../errors.ts';
 import { ReplicaDriver } from '../runtime/driver.ts';
 import { type Storage, VolatileStorage } from '../runtime/storage.ts';
+import { WriteAheadLog } from '../storage/wal.ts';
+import { decodeBatch } from '../protocol/codec.ts';
+import { join } from 'node:path';
 import { Executor } from '../service/executor.ts';
 import { KvService } from '../service/kv.ts';
 import type { Service } from '../service/service.ts';
@@ -57,20 +60,16 @@ export async function loadService(service: ReplicaConfig['service']): Promise<Se
   return (await factory(service.config)) as Service;
 }
 
-function storageFor(config: ReplicaConfig): Storage {
+async function openStorage(config: ReplicaConfig, logger: import('pino').Logger): Promise<Storage> {
   if (config.durability === 'none') return new VolatileStorage();
-  throw new BftError(
-    'BFT_ERR_CONFIG_INVALID',
-    `durability "${config.durability}" needs the write-ahead log, which this version does not have yet; ` +
-      'set "durability": "none" (or BFTKUBE_DURABILITY=none), knowing that a restarted replica then comes back empty',
-  );
+  return WriteAheadLog.open({ dir: join(config.dataDir, 'wal'), durability: config.durability, logger });
 }
 
 export async function startReplica(config: ReplicaConfig): Promise<RunningReplica> {
   const me = config.replicaId;
   const view = viewOf(config);
   const logger = createLogger({ replicaId: me, viewNumber: view.number, level: config.logLevel });
-  const storage = storageFor(config);
+  const storage = await openStorage(config, logger);
   const tls = await readTlsMaterial(config.keysDir, `replica-${me}`);
   const keys = await loadSigningKeys(config.keysDir, `replica-${me}`);
   const registry = new Registry();
@@ -89,6 +88,17 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
   const core = new ReplicaCore(coreConfigOf(config), crypto, restore.length > 0 ? { restore } : {});
   const service = await loadService(config.service);
   const executor = new Executor(service, config.clientInFlightMax);
+  // Rebuild the service from the logged decisions, as they were executed before the restart. (Once
+  // checkpoints exist, replay starts from the latest one.)
+  let replayed = 0;
+  for (const record of restore) {
+    if (record.kind !== 'decision') continue;
+    const decoded = decodeBatch(record.decision.batch);
+    if (!decoded.ok) throw new BftError('BFT_ERR_RESTORE_INVALID', `the logged decision for cid ${record.decision.cid} holds an invalid batch; move the data directory away and let the replica recover from its peers`);
+    executor.execute({ decision: record.decision, requests: decoded.batch.requests });
+    replayed++;
+  }
+  if (restore.length > 0) logger.info({ records: restore.length, decisions: replayed, lastDecidedCid: core.status().lastDecidedCid }, 'restored from the write-ahead log');
 
   let driver: ReplicaDriver | null = null;
   const transport = new TlsReplicaTransport({
@@ -110,6 +120,11 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
     service,
     preparer: crypto,
     tickMs: config.tickMs,
+    onFatal: (error) => {
+      logger.fatal({ err: error }, 'storage failed: the replica stops rather than send what it could not make durable');
+      process.exitCode = 1;
+      setImmediate(() => process.exit(1));
+    },
     observer: {
       dropped: (reason) => metrics.dropped(reason),
       decided: (cid, requests) => metrics.decided(cid, requests),
