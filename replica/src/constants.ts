@@ -45,6 +45,8 @@ export const limits = {
    */
   decisionsRetainedMax: 100_000,
   decisionsRetainedBytesMax: 64 * mebibyte,
+  /** What a retained decision costs beyond its batch (objects, votes and their signatures), for the bound above. */
+  decisionRetainedOverheadBytes: 2048,
   /** Decisions sent in answer to one catch-up request. */
   decisionsPerFetchMax: 16,
   /** Batch bytes in one catch-up answer; it stops early rather than send a burst of huge batches. */

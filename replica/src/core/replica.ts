@@ -721,12 +721,12 @@ export class ReplicaCore {
       this.pending.remove(request.clientId, request.seq);
     }
     this.retained.set(decision.cid, decision);
-    this.retainedBytes += decision.batch.length;
+    this.retainedBytes += decision.batch.length + limits.decisionRetainedOverheadBytes;
     while (this.retained.size > limits.decisionsRetainedMax || this.retainedBytes > limits.decisionsRetainedBytesMax) {
       const oldest = this.retained.entries().next();
       if (oldest.done) break;
       this.retained.delete(oldest.value[0]);
-      this.retainedBytes -= oldest.value[1].batch.length;
+      this.retainedBytes -= oldest.value[1].batch.length + limits.decisionRetainedOverheadBytes;
     }
     this.lastDecidedCid = decision.cid;
   }
