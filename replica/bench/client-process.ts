@@ -8,6 +8,8 @@ import type { ReplicaEndpoint } from '../src/client/transport.ts';
 import type { View } from '../src/core/view.ts';
 import { readTlsMaterial } from '../src/crypto/certificates.ts';
 import { TlsClientTransport } from '../src/transport/tls-transport.ts';
+import { Signer } from '../src/crypto/ed25519.ts';
+import { loadSigningKeys } from '../src/server/keys.ts';
 
 const { values } = parseArgs({
   options: {
@@ -19,6 +21,7 @@ const { values } = parseArgs({
     'request-bytes': { type: 'string', default: '0' },
     'warmup-seconds': { type: 'string', default: '5' },
     seconds: { type: 'string', default: '30' },
+    signed: { type: 'boolean', default: false },
   },
 });
 const view = JSON.parse(values.view ?? '') as View;
@@ -28,12 +31,20 @@ const operation = new Uint8Array(Number(values['request-bytes']));
 const warmupMs = Number(values['warmup-seconds']) * 1000;
 const measureMs = Number(values.seconds) * 1000;
 
+// With --signed every request carries the client's Ed25519 signature, which every replica verifies.
+const signer = values.signed ? new Signer((await loadSigningKeys(values.keys ?? '', `client-${values.identity}`)).privateKeyPem) : undefined;
 const transport = new TlsClientTransport({ tls: await readTlsMaterial(values.keys ?? '', `client-${values.identity}`), replicas: endpoints });
 const mux = new ClientMux(transport);
 const session = `${process.pid}-${Date.now().toString(36)}`;
 const clients = Array.from(
   { length: clientCount },
-  (_, i) => new BftClient({ clientId: `${values.identity}/${session}-${i}`, view, transport: mux.session(`${values.identity}/${session}-${i}`) }),
+  (_, i) =>
+    new BftClient({
+      clientId: `${values.identity}/${session}-${i}`,
+      view,
+      transport: mux.session(`${values.identity}/${session}-${i}`),
+      ...(signer ? { signer } : {}),
+    }),
 );
 
 const started = performance.now();

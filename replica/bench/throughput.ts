@@ -1,4 +1,4 @@
-// npm run bench -- --replicas 4 --mode bft|crash --request-bytes 0 --reply-bytes 0 --clients 50 --seconds 30
+// npm run bench -- --replicas 4 --mode bft|crash --request-bytes 0 --reply-bytes 0 --clients 50 --seconds 30 [--signed]
 // A throughput/latency microbenchmark in the manner of BFT-SMaRt's ThroughputLatencyServer/Client:
 // n replicas as separate processes on loopback, the clients in a process of their own. Prints JSON:
 // ops/s, latency p50/p90/p99, CPU seconds and peak RSS of every process.
@@ -26,7 +26,6 @@ const { values } = parseArgs({
 });
 const mode = values.mode as FaultMode;
 if (mode !== 'bft' && mode !== 'crash') throw new Error('--mode is bft or crash');
-if (values.signed) throw new Error('--signed is not supported by the benchmark client yet');
 
 /** CPU seconds and peak RSS of a live process, from /proc. */
 async function usage(pid: number): Promise<{ cpuSeconds: number; peakRssMiB: number } | null> {
@@ -54,6 +53,7 @@ const cluster = new LocalCluster({
   service: { module: 'builtin:throughput', config: { replyBytes: Number(values['reply-bytes']) } },
   batch: { requestsMax: Number(values['batch-requests']), bytesMax: 4 * 1024 * 1024 },
   configOverrides: { clientInFlightMax: 64 },
+  requireSignedRequests: values.signed,
 });
 await cluster.prepare();
 await cluster.startAll();
@@ -70,6 +70,7 @@ try {
       '--request-bytes', values['request-bytes'],
       '--warmup-seconds', values['warmup-seconds'],
       '--seconds', values.seconds,
+      ...(values.signed ? ['--signed'] : []),
     ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
@@ -99,6 +100,7 @@ try {
         requestBytes: Number(values['request-bytes']),
         replyBytes: Number(values['reply-bytes']),
         seconds: Number(values.seconds),
+        signedRequests: values.signed,
         ...result,
         processes: { ...replicas, client: clientUsage },
         machine: { cores: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown', node: process.version },

@@ -38,6 +38,7 @@ import {
   type Vote,
   type Write,
 } from '../protocol/messages.ts';
+import { requestBelongsTo } from '../protocol/client-id.ts';
 import { DropReason, type DropReasonCode } from '../protocol/reasons.ts';
 import type { CoreConfig } from './config.ts';
 import { type CoreCrypto, digestKey } from './crypto.ts';
@@ -49,14 +50,6 @@ import { type ReplicaId, ViewInfo } from './view.ts';
 
 const emptyBytes: Bytes = new Uint8Array(0);
 
-export function requestBelongsTo(requestClientId: string, authenticatedClientId: string): boolean {
-  return (
-    requestClientId === authenticatedClientId ||
-    (requestClientId.length > authenticatedClientId.length + 1 &&
-      requestClientId.startsWith(authenticatedClientId) &&
-      requestClientId[authenticatedClientId.length] === '/')
-  );
-}
 
 interface InstanceValue {
   readonly bytes: Bytes;

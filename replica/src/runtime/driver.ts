@@ -15,16 +15,11 @@ import {
   MessageType,
   type ReplicaMessage,
 } from '../protocol/messages.ts';
+import { clientIdentityOf } from '../protocol/client-id.ts';
 import type { DropReasonCode } from '../protocol/reasons.ts';
 import type { Executor } from '../service/executor.ts';
 import type { Service } from '../service/service.ts';
 import type { Storage } from './storage.ts';
-
-/** The connection a client id's replies go to: sessions `<id>/<session>` share their client's connection. */
-export function connectionOf(clientId: string): string {
-  const slash = clientId.indexOf('/');
-  return slash < 0 ? clientId : clientId.slice(0, slash);
-}
 
 export type PeerIdentity = { readonly kind: 'replica'; readonly id: number } | { readonly kind: 'client'; readonly id: string };
 
@@ -177,13 +172,13 @@ export class ReplicaDriver {
 
   private sendReply(clientId: string, seq: number, result: Uint8Array): void {
     const reply: Message = { type: MessageType.REPLY, view: this.options.view.number, clientId, seq, result };
-    this.options.network.sendToClient(connectionOf(clientId), encodeMessage(reply));
+    this.options.network.sendToClient(clientIdentityOf(clientId), encodeMessage(reply));
   }
 
   private sendBusy(request: ClientRequest, reason: BusyReasonCode): void {
     this.options.observer?.busy?.(reason);
     const busy: Message = { type: MessageType.BUSY, clientId: request.clientId, seq: request.seq, reason };
-    this.options.network.sendToClient(connectionOf(request.clientId), encodeMessage(busy));
+    this.options.network.sendToClient(clientIdentityOf(request.clientId), encodeMessage(busy));
   }
 
   /** Drain the core's Ready in order, one at a time: persist, then send, then execute and reply. */
@@ -226,7 +221,7 @@ export class ReplicaDriver {
             } else {
               this.options.observer?.busy?.(notice.reason);
               const busy: Message = { type: MessageType.BUSY, clientId: notice.clientId, seq: notice.seq, reason: notice.reason };
-              this.options.network.sendToClient(connectionOf(notice.clientId), encodeMessage(busy));
+              this.options.network.sendToClient(clientIdentityOf(notice.clientId), encodeMessage(busy));
             }
           }
         }

@@ -12,6 +12,7 @@ import { BftError } from '../errors.ts';
 import { ReplicaDriver } from '../runtime/driver.ts';
 import { type Storage, VolatileStorage } from '../runtime/storage.ts';
 import { WriteAheadLog } from '../storage/wal.ts';
+import { clientIdentityOf } from '../protocol/client-id.ts';
 import { decodeBatch } from '../protocol/codec.ts';
 import { join } from 'node:path';
 import { Executor } from '../service/executor.ts';
@@ -81,7 +82,9 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
     privateKeyPem: keys.privateKeyPem,
     replicaPublicKeys: keys.replicaPublicKeys,
     // Client keys matter only when requests must be signed; without them no batch is decoded for signatures.
-    ...(config.requireSignedRequests ? { clientPublicKey: (clientId: string) => keys.clientPublicKeys.get(clientId) } : {}),
+    ...(config.requireSignedRequests
+      ? { clientPublicKey: (clientId: string) => keys.clientPublicKeys.get(clientIdentityOf(clientId)) }
+      : {}),
     pool,
   });
   const restore = await storage.load();
