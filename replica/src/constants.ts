@@ -39,6 +39,10 @@ export const limits = {
   futureMessagesMax: 8192,
   /** Distinct values one replica has written in one instance (one per regency at most). */
   writeSetMax: 16,
+  /** Peer-triggered warnings: this many per peer per window reach the log; the rest are only counted. */
+  logLimiterPerWindowMax: 5,
+  logLimiterWindowMs: 60_000,
+  logLimiterKeysMax: 1024,
   /**
    * Decided instances kept in memory to help lagging replicas catch up without a checkpoint, bounded by
    * count and by batch bytes: small decisions are a few hundred bytes, so a byte bound keeps many more.

@@ -13,6 +13,17 @@ import { limits } from '../constants.ts';
 import { BftError } from '../errors.ts';
 import { FrameDecoder, type FrameSink, FrameWriter, type FrameWriterCounters, isFrameError } from './frames.ts';
 import { formatIdentity, type PeerIdentity, peerIdentity, replicaCommonNameOf } from './identity.ts';
+import { LogLimiter } from '../log-limiter.ts';
+
+/** Peer-triggered warnings, a few per peer per minute; the transport's counters see every event. */
+const peerWarnings = new LogLimiter();
+
+function warnLimited(logger: Logger | undefined, key: string, fields: Record<string, unknown>, message: string): void {
+  if (logger === undefined) return;
+  const { log, suppressedBefore } = peerWarnings.allow(key);
+  if (!log) return;
+  logger.warn(suppressedBefore > 0 ? { ...fields, suppressedBefore } : fields, message);
+}
 
 export interface TlsCredentials {
   readonly caPem: string;
@@ -283,7 +294,7 @@ class OutboundLink {
       socket.on(
         'data',
         frameReader(socket, this.frameBytesMax, this.counters, deliver, (detail) =>
-          this.logger?.warn({ peer: expected, detail }, 'transport: closing a connection that sent a malformed frame'),
+          warnLimited(this.logger, `malformed/${expected}`, { peer: expected, detail }, 'transport: closing a connection that sent a malformed frame'),
         ),
       );
     } else {
@@ -296,7 +307,7 @@ class OutboundLink {
       }
       if (wrongPeer) {
         this.counters.drop(TransportDropReason.WRONG_PEER);
-        this.logger?.warn({ peer: expected, host, port, err: errorText(error) }, 'transport: refused a server that is not the replica dialled');
+        warnLimited(this.logger, `wrong-peer/${expected}`, { peer: expected, host, port, err: errorText(error) }, 'transport: refused a server that is not the replica dialled');
       } else {
         this.counters.drop(tcpConnected ? TransportDropReason.HANDSHAKE_FAILED : TransportDropReason.DIAL_FAILED);
         this.logger?.debug({ peer: expected, host, port, err: errorText(error) }, 'transport: dial failed');
@@ -494,7 +505,8 @@ export class TlsReplicaTransport {
     const identity = socket.authorized ? peerIdentity(socket.getPeerCertificate()) : null;
     if (identity === null || (identity.kind === 'replica' && identity.id === this.options.me)) {
       this.counters.drop(TransportDropReason.UNKNOWN_PEER);
-      this.options.logger?.warn({ subject: socket.getPeerCertificate()?.subject }, 'transport: refused a certificate naming no peer');
+      const subject = socket.getPeerCertificate()?.subject;
+      warnLimited(this.options.logger, `no-peer/${socket.remoteAddress ?? ''}`, { subject }, 'transport: refused a certificate naming no peer');
       socket.destroy();
       return;
     }
@@ -525,7 +537,7 @@ export class TlsReplicaTransport {
     socket.on(
       'data',
       frameReader(socket, this.frameBytesMax, this.counters, (payload) => onFrame(identity, payload), (detail) =>
-        this.options.logger?.warn({ peer: formatIdentity(identity), detail }, 'transport: closing a connection that sent a malformed frame'),
+        warnLimited(this.options.logger, `malformed/${formatIdentity(identity)}`, { peer: formatIdentity(identity), detail }, 'transport: closing a connection that sent a malformed frame'),
       ),
     );
     socket.once('close', () => {
