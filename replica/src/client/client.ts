@@ -19,7 +19,7 @@ import { limits } from '../constants.ts';
 import { type ReplicaId, type View, ViewInfo } from '../core/view.ts';
 import { BftError } from '../errors.ts';
 import { decodeMessage, encodeMessage, requestSigningPayload } from '../protocol/codec.ts';
-import { type Busy, type Bytes, type ClientRequest, MessageType, type Reply } from '../protocol/messages.ts';
+import { type Busy, type Bytes, type ClientRequest, type Message, MessageType, type Reply } from '../protocol/messages.ts';
 import { DropReason } from '../protocol/reasons.ts';
 import { ReplyTally } from './replies.ts';
 import type { ClientTransport } from './transport.ts';
@@ -205,7 +205,7 @@ export class BftClient {
     this.newerViewHook = options.onNewerView ?? null;
     this.nextOrderedSeq = this.options.firstSeq;
     this.surfacedView = options.view.number;
-    this.transport.onMessage((replicaId, payload) => this.receive(replicaId, payload));
+    this.transport.onMessage((replicaId, payload, decoded) => this.receive(replicaId, payload, decoded));
   }
 
   get view(): View {
@@ -515,13 +515,16 @@ export class BftClient {
     this.dropped[reason] = (this.dropped[reason] ?? 0) + 1;
   }
 
-  private receive(replicaId: number, payload: Uint8Array): void {
+  private receive(replicaId: number, payload: Uint8Array, alreadyDecoded?: Message): void {
     if (this.closed) return;
     if (payload.length > replyBytesMax) return this.drop(ClientDropReason.FRAME_TOO_LARGE);
-    const decoded = decodeMessage(payload);
-    // The codec rejects only with FRAME_TOO_LARGE, UNDECODABLE, UNKNOWN_TYPE or SCHEMA, all client reasons too.
-    if (!decoded.ok) return this.drop(decoded.reason as ClientDropReasonCode);
-    const message = decoded.message;
+    let message = alreadyDecoded;
+    if (message === undefined) {
+      const decoded = decodeMessage(payload);
+      // The codec rejects only with FRAME_TOO_LARGE, UNDECODABLE, UNKNOWN_TYPE or SCHEMA, all client reasons too.
+      if (!decoded.ok) return this.drop(decoded.reason as ClientDropReasonCode);
+      message = decoded.message;
+    }
     if (message.type !== MessageType.REPLY && message.type !== MessageType.BUSY) {
       return this.drop(ClientDropReason.NOT_FOR_CLIENTS);
     }

@@ -4,12 +4,12 @@
 
 import { limits } from '../constants.ts';
 import { decodeMessage } from '../protocol/codec.ts';
-import { MessageType } from '../protocol/messages.ts';
+import { type Message, MessageType } from '../protocol/messages.ts';
 import type { ClientTransport } from './transport.ts';
 
 export class ClientMux {
   private readonly shared: ClientTransport;
-  private readonly sessions = new Map<string, (replicaId: number, payload: Uint8Array) => void>();
+  private readonly sessions = new Map<string, (replicaId: number, payload: Uint8Array, decoded?: Message) => void>();
   private unrouted = 0;
 
   constructor(shared: ClientTransport) {
@@ -37,7 +37,8 @@ export class ClientMux {
       this.unrouted++;
       return;
     }
-    handler(replicaId, payload);
+    // Decoded and validated once here; the session's client trusts this in-process hand-over.
+    handler(replicaId, payload, decoded.message);
   }
 
   /** A ClientTransport for one session; closing it detaches the session, not the shared links. */

@@ -1,3 +1,5 @@
+import type { Message } from '../protocol/messages.ts';
+
 // The seam between the client library's logic and the network: the TLS implementation lives in
 // replica/src/transport/; tests of client logic plug in scripted replicas through this same interface.
 
@@ -11,7 +13,11 @@ export interface ReplicaEndpoint {
 export interface ClientTransport {
   /** Queue one encoded message for a replica; never throws, drops (and counts) when it cannot send. */
   send(replicaId: number, payload: Uint8Array): void;
-  /** The one handler for encoded messages from replicas; the replica id comes from its certificate. */
-  onMessage(handler: (replicaId: number, payload: Uint8Array) => void): void;
+  /**
+   * The one handler for encoded messages from replicas; the replica id comes from its certificate. A
+   * transport that already decoded and validated the message (ClientMux does, to route it) passes it as
+   * `decoded`, so that it is not decoded twice.
+   */
+  onMessage(handler: (replicaId: number, payload: Uint8Array, decoded?: Message) => void): void;
   close(): Promise<void>;
 }
