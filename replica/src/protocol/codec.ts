@@ -14,7 +14,8 @@ import type { Batch, Bytes, ClientRequest, Collect, Message } from './messages.t
 import { DropReason } from './reasons.ts';
 import { type BatchResult, type MessageResult, type Rejection, validateBatch, validateMessage } from './validate.ts';
 
-const packr = new Packr({
+/** Plain msgpack: no records or extensions; used wherever bftkube encodes bytes that others decode. */
+export const plainMsgpackOptions = {
   useRecords: false,
   mapsAsObjects: true,
   moreTypes: false,
@@ -29,7 +30,9 @@ const packr = new Packr({
   copyBuffers: true,
   // fixmap headers for our small objects (1 byte instead of 3 per object); decoders accept both.
   variableMapSize: true,
-});
+} as const;
+
+const packr = new Packr(plainMsgpackOptions);
 
 // --- Structural scan ---------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import { Packr } from 'msgpackr';
 import { z } from 'zod';
 import { limits } from '../constants.ts';
 import { BftError } from '../errors.ts';
+import { plainMsgpackOptions } from '../protocol/codec.ts';
 import type { Bytes } from '../protocol/messages.ts';
 
 export const KvOpcode = {
@@ -91,14 +92,8 @@ export function kvEntryBytes(keyBytes: number, valueBytes: number): number {
 
 // --- Encoding ----------------------------------------------------------------------------------------
 
-const packr = new Packr({
-  useRecords: false,
-  moreTypes: false,
-  structuredClone: false,
-  bundleStrings: false,
-  encodeUndefinedAsNil: true,
-  variableMapSize: true,
-});
+// Encode only (decoding is our own strict reader below), with the wire codec's plain msgpack options.
+const packr = new Packr(plainMsgpackOptions);
 
 /** Encodes an operation for a request; throws BFT_ERR_KV_OPERATION_INVALID if a replica would refuse it. */
 export function encodeKvOperation(operation: KvOperation): Uint8Array {

@@ -24,7 +24,7 @@ import { z } from 'zod';
 import { limits } from '../constants.ts';
 import { BftError, invariant } from '../errors.ts';
 import type { PersistRecord } from '../core/ready.ts';
-import { decodeBatch } from '../protocol/codec.ts';
+import { decodeBatch, plainMsgpackOptions } from '../protocol/codec.ts';
 import { decisionSchema } from '../protocol/validate.ts';
 import type { Storage } from '../runtime/storage.ts';
 
@@ -84,19 +84,8 @@ export function segmentFileName(firstIndex: number): string {
   return `wal-${String(firstIndex).padStart(16, '0')}.log`;
 }
 
-// Plain msgpack, the same options as the wire codec: no records or extensions, and decoded byte fields
-// copied so that a record never pins a whole read chunk in memory.
-const packr = new Packr({
-  useRecords: false,
-  mapsAsObjects: true,
-  moreTypes: false,
-  structuredClone: false,
-  bundleStrings: false,
-  encodeUndefinedAsNil: true,
-  int64AsType: 'number',
-  copyBuffers: true,
-  variableMapSize: true,
-});
+// The wire codec's plain msgpack: decoded byte fields are copied, so a record never pins a read chunk.
+const packr = new Packr(plainMsgpackOptions);
 
 // --- Record schemas ------------------------------------------------------------------------------------
 
