@@ -159,6 +159,27 @@ export const limits = {
   walWriteGroupBytesMax: 16 * mebibyte,
   /** Recovery reads segment files in chunks of this size (grown only to hold one whole record). */
   walReadChunkBytes: mebibyte,
+  // The checkpoint store (replica/src/storage/checkpoint-store.ts).
+  /** A checkpoint's state is hashed, stored, served and fetched in chunks of this size (configurable within min..max). */
+  checkpointChunkBytesDefault: mebibyte,
+  checkpointChunkBytesMin: 4096,
+  /** Small enough that one chunk travels in one message (messageBytesMax) with room to spare. */
+  checkpointChunkBytesMax: 4 * mebibyte,
+  /** Chunks in one checkpoint: 64 GiB of state at the default chunk size; bounds the manifest. */
+  checkpointChunksMax: 65_536,
+  /** Largest manifest file or message: checkpointChunksMax hashes of 32 bytes plus their encoding and the rest. */
+  checkpointManifestBytesMax: 4 * mebibyte,
+  /** Published checkpoints kept on disk (the default, and the most a configuration may ask for). */
+  checkpointKeepDefault: 2,
+  checkpointKeepMax: 16,
+  /** Chunks one state transfer fetches at once; its memory is about this many chunks. */
+  checkpointInstallParallelDefault: 4,
+  checkpointInstallParallelMax: 16,
+  /** Attempts at one chunk during a state transfer (each may ask another replica) before the transfer fails. */
+  checkpointChunkAttemptsMax: 5,
+  /** One attempt at one chunk that takes longer is abandoned and counts as failed (the default, and the ceiling). */
+  checkpointChunkFetchTimeoutMsDefault: 30_000,
+  checkpointChunkFetchTimeoutMsMax: 600_000,
 } as const;
 
 export type Limits = typeof limits;

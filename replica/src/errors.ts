@@ -23,6 +23,14 @@ export const errorCodes = {
   BFT_ERR_WAL_CORRUPT:
     'the write-ahead log is damaged before its tail; move the data directory away and let the replica recover by state transfer',
   BFT_ERR_WAL_IO: 'the write-ahead log could not read, write or sync its files; check the disk, then restart the replica',
+  BFT_ERR_CHECKPOINT_CORRUPT:
+    'a stored checkpoint is damaged; delete that checkpoint folder (or the data directory) and let the replica recover by state transfer',
+  BFT_ERR_CHECKPOINT_IO: 'the checkpoint store could not read, write or sync its files; check the disk, then retry or restart the replica',
+  BFT_ERR_CHECKPOINT_MISSING: 'the checkpoint store holds no such checkpoint, part or chunk (it may have been pruned); ask for a newer one',
+  BFT_ERR_CHECKPOINT_STALE: 'the checkpoint is not newer than the latest one stored; checkpoints are only added in instance order',
+  BFT_ERR_CHECKPOINT_MANIFEST_INVALID: 'a checkpoint manifest is malformed or inconsistent; obtain one that f+1 replicas attest',
+  BFT_ERR_CHECKPOINT_TRANSFER_FAILED:
+    'a state transfer could not get a chunk matching its manifest within its attempts; retry the state transfer later or from other replicas',
 } as const;
 
 export type ErrorCode = keyof typeof errorCodes;
