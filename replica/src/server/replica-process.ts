@@ -171,8 +171,15 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
   await transport.start();
   await admin.listen({ host: config.listen.adminHost, port: config.listen.adminPort });
   driver.start();
+  // The core counts its drops itself (it stays free of metrics); fold the increase into the counter.
+  const coreDropsReported: Record<string, number> = {};
   const gauges = setInterval(() => {
     const s = core.status();
+    for (const [reason, count] of Object.entries(s.dropped)) {
+      const increase = (count ?? 0) - (coreDropsReported[reason] ?? 0);
+      if (increase > 0) metrics.dropped(reason, increase);
+      coreDropsReported[reason] = count ?? 0;
+    }
     metrics.regency.set(s.regency);
     metrics.lastDecidedCid.set(s.lastDecidedCid);
     metrics.setQueueDepth(QueueStage.ORDER, s.pendingRequests);
