@@ -3,7 +3,7 @@
 
 import { availableParallelism } from 'node:os';
 import { pathToFileURL } from 'node:url';
-import { Registry } from 'prom-client';
+import { Registry, collectDefaultMetrics } from 'prom-client';
 import { ReplicaCore } from '../core/replica.ts';
 import { readTlsMaterial } from '../crypto/certificates.ts';
 import { ProcessCrypto } from '../crypto/process-crypto.ts';
@@ -75,6 +75,8 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
   const keys = await loadSigningKeys(config.keysDir, `replica-${me}`);
   const registry = new Registry();
   const metrics = new ReplicaMetrics(registry);
+  // The standard process metrics every Node service exports: CPU, memory, event-loop lag, GC pauses by kind.
+  collectDefaultMetrics({ register: registry, prefix: 'bftkube_' });
   // Several replicas often share a small machine (local clusters, benchmarks): one worker per two cores.
   const pool = new VerifyPool({ workers: Math.max(1, Math.floor(availableParallelism() / 2)) });
   const crypto = new ProcessCrypto({
