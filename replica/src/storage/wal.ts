@@ -84,8 +84,8 @@ export function segmentFileName(firstIndex: number): string {
   return `wal-${String(firstIndex).padStart(16, '0')}.log`;
 }
 
-// The wire codec's plain msgpack: decoded byte fields are copied, so a record never pins a read chunk.
-const packr = new Packr(plainMsgpackOptions);
+// The wire codec's plain msgpack, but with decoded byte fields copied, so a record never pins a read chunk.
+const packr = new Packr({ ...plainMsgpackOptions, copyBuffers: true });
 
 // --- Record schemas ------------------------------------------------------------------------------------
 
