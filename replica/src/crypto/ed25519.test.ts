@@ -1,20 +1,9 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { BftError } from '../errors.ts';
 import { Signer, generateSigningKeyPair, publicKeyFromRaw, rawFromPublicKey, verifySignature } from './ed25519.ts';
+import { expectCode } from '../../test/helpers.ts';
 
 const utf8 = new TextEncoder();
-
-function expectCode(action: () => unknown, code: string): void {
-  let thrown: unknown;
-  try {
-    action();
-  } catch (error) {
-    thrown = error;
-  }
-  expect(thrown).toBeInstanceOf(BftError);
-  expect((thrown as BftError).code).toBe(code);
-}
 
 describe('Ed25519 keys and signatures (DESIGN §4)', () => {
   it('a signature verifies under the signer key, and the raw key survives an import/export round trip', () => {

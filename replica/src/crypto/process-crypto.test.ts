@@ -5,7 +5,6 @@ import { makeCoreConfig } from '../core/config.ts';
 import type { Delivery } from '../core/ready.ts';
 import { ReplicaCore } from '../core/replica.ts';
 import type { View } from '../core/view.ts';
-import { BftError } from '../errors.ts';
 import {
   acceptSigningPayload,
   collectSigningPayload,
@@ -27,6 +26,7 @@ import {
 import { Signer, generateSigningKeyPair } from './ed25519.ts';
 import { type MessageSender, ProcessCrypto } from './process-crypto.ts';
 import { VerifyPool } from './verify-pool.ts';
+import { expectCode } from '../../test/helpers.ts';
 
 const utf8 = new TextEncoder();
 const n = 4;
@@ -79,17 +79,6 @@ function cryptoFor(
     ...(options.pool === null ? {} : { pool: options.pool ?? pool }),
     ...(options.verifiedCacheEntriesMax === undefined ? {} : { verifiedCacheEntriesMax: options.verifiedCacheEntriesMax }),
   });
-}
-
-function expectCode(action: () => unknown, code: string): void {
-  let thrown: unknown;
-  try {
-    action();
-  } catch (error) {
-    thrown = error;
-  }
-  expect(thrown).toBeInstanceOf(BftError);
-  expect((thrown as BftError).code).toBe(code);
 }
 
 // --- Real cores, real signatures: every message goes through prepare() before step(), as in the process ---

@@ -23,20 +23,9 @@ import {
 } from './messages.ts';
 import { DropReason } from './reasons.ts';
 import { validateBatch, validateMessage } from './validate.ts';
+import { mulberry32 } from '../../test/helpers.ts';
 
 // --- Fixtures ----------------------------------------------------------------------------------------
-
-/** mulberry32: a tiny seeded PRNG, so that a failing fuzz case reproduces from its seed. */
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function bytesOf(length: number, fill = 0xab): Uint8Array {
   const bytes = new Uint8Array(length);

@@ -30,6 +30,8 @@ import { z } from 'zod';
 import { limits } from '../constants.ts';
 import { BftError, invariant } from '../errors.ts';
 import type { ReplicaId } from '../core/view.ts';
+import { syncDirectory } from './fs-sync.ts';
+import { plainMsgpackOptions } from '../protocol/codec.ts';
 
 // --- The manifest ----------------------------------------------------------------------------------------
 
@@ -119,18 +121,8 @@ export function validateManifest(value: unknown): ManifestCheck {
   return { ok: true, manifest };
 }
 
-// Plain msgpack with the wire codec's options; decoded byte fields are copies.
-const packr = new Packr({
-  useRecords: false,
-  mapsAsObjects: true,
-  moreTypes: false,
-  structuredClone: false,
-  bundleStrings: false,
-  encodeUndefinedAsNil: true,
-  int64AsType: 'number',
-  copyBuffers: true,
-  variableMapSize: true,
-});
+// The wire codec's plain msgpack, with decoded byte fields copied (manifests come from disk).
+const packr = new Packr({ ...plainMsgpackOptions, copyBuffers: true });
 
 export function encodeManifest(manifest: Manifest): Uint8Array {
   const { version, cid, viewNumber, parts, totalBytes, chunkBytes, chunkHashes, createdBy } = manifest;
@@ -241,16 +233,6 @@ function ioError(what: string, cause: unknown): BftError {
   if (cause instanceof BftError) return cause;
   const code = (cause as { code?: unknown } | null)?.code;
   return new BftError('BFT_ERR_CHECKPOINT_IO', `${what}${typeof code === 'string' ? ` (${code})` : ''}`, { cause });
-}
-
-/** Makes a created, renamed or deleted name durable (fsync of the directory, as Linux requires). */
-async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 async function writeFully(handle: FileHandle, bytes: Uint8Array, position: number): Promise<void> {

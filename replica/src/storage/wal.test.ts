@@ -9,6 +9,7 @@ import type { PersistRecord } from '../core/ready.ts';
 import { BftError } from '../errors.ts';
 import { encodeBatch } from '../protocol/codec.ts';
 import { segmentFileName, WriteAheadLog, type WriteAheadLogOptions } from './wal.ts';
+import { mulberry32 } from '../../test/helpers.ts';
 
 // --- Helpers -------------------------------------------------------------------------------------------
 
@@ -24,18 +25,6 @@ afterEach(async () => {
   vi.restoreAllMocks();
   for (const dir of directories.splice(0)) await rm(dir, { recursive: true, force: true });
 });
-
-/** A deterministic generator, so a failing fuzz case reproduces from its seed. */
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function batch(tag: number, operationBytes = 16): Uint8Array {
   const operation = new Uint8Array(operationBytes).map((_, i) => (tag * 31 + i) & 0xff);

@@ -27,6 +27,7 @@ import type { PersistRecord } from '../core/ready.ts';
 import { decodeBatch, plainMsgpackOptions } from '../protocol/codec.ts';
 import { decisionSchema } from '../protocol/validate.ts';
 import type { Storage } from '../runtime/storage.ts';
+import { syncDirectory } from './fs-sync.ts';
 
 export type Durability = 'fsync' | 'batch' | 'none';
 
@@ -942,12 +943,3 @@ function checkOptions(options: WriteAheadLogOptions): void {
   }
 }
 
-/** Makes a created or deleted file name durable (fsync of the directory, as Linux requires). */
-async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
