@@ -100,6 +100,29 @@ const samples = {
   HEARTBEAT: { type: MessageType.HEARTBEAT, view: 1, regency: 3, lastDecidedCid: 16 },
   DECISION_REQUEST: { type: MessageType.DECISION_REQUEST, view: 1, fromCid: 9 },
   DECISION: { type: MessageType.DECISION, view: 1, decision },
+  DECISIONS_PRUNED: { type: MessageType.DECISIONS_PRUNED, view: 1, oldestRetainedCid: 120, checkpointCid: 99 },
+  CHECKPOINT_REQUEST: { type: MessageType.CHECKPOINT_REQUEST, view: 1, minCid: 0 },
+  CHECKPOINT_OFFER: {
+    type: MessageType.CHECKPOINT_OFFER,
+    view: 1,
+    offers: [
+      {
+        cid: 99,
+        viewNumber: 1,
+        parts: [
+          { code: 1, bytes: 5000 },
+          { code: 2, bytes: 300 },
+          { code: 3, bytes: 100 },
+        ],
+        totalBytes: 5400,
+        chunkBytes: 4096,
+        chunkHashes: bytesOf(64),
+        signature,
+      },
+    ],
+  },
+  CHUNK_REQUEST: { type: MessageType.CHUNK_REQUEST, view: 1, cid: 99, index: 1 },
+  CHUNK: { type: MessageType.CHUNK, view: 1, cid: 99, index: 1, bytes: bytesOf(1304) },
   REQUEST: { type: MessageType.REQUEST, request: request(8) },
   REPLY: { type: MessageType.REPLY, view: 1, clientId: 'client-1', seq: 8, result: bytesOf(40) },
   BUSY: { type: MessageType.BUSY, clientId: 'client-1', seq: 9, reason: BusyReason.CLIENT_IN_FLIGHT_FULL },
@@ -155,7 +178,7 @@ function many<T>(count: number, item: (index: number) => T): T[] {
 }
 
 const nullableFields = new Set(['signature', 'acceptedDigest', 'lastDecision']);
-const minusOneAllowed = new Set(['acceptedRegency', 'lastDecidedCid']);
+const minusOneAllowed = new Set(['acceptedRegency', 'lastDecidedCid', 'oldestRetainedCid', 'checkpointCid']);
 
 // --- Round trips -------------------------------------------------------------------------------------
 
@@ -240,7 +263,7 @@ describe('validateMessage', () => {
     expect(validateMessage(value)).toMatchObject({ ok: false, reason: DropReason.SCHEMA });
   });
 
-  it.each([undefined, null, 0, 11, 31, 35, 255, -1, 1.5, Number.NaN, '2', [2], { type: 2 }])(
+  it.each([undefined, null, 0, 16, 31, 35, 255, -1, 1.5, Number.NaN, '2', [2], { type: 2 }])(
     'refuses an unknown type: %s',
     (type) => {
       expect(validateMessage({ ...samples.WRITE, type })).toMatchObject({ ok: false, reason: DropReason.UNKNOWN_TYPE });

@@ -14,6 +14,11 @@ export const MessageType = {
   HEARTBEAT: 8,
   DECISION_REQUEST: 9,
   DECISION: 10,
+  DECISIONS_PRUNED: 11,
+  CHECKPOINT_REQUEST: 12,
+  CHECKPOINT_OFFER: 13,
+  CHUNK_REQUEST: 14,
+  CHUNK: 15,
   REQUEST: 32,
   REPLY: 33,
   BUSY: 34,
@@ -166,6 +171,63 @@ export interface DecisionMessage {
   readonly decision: Decision;
 }
 
+/**
+ * The answer to a DECISION_REQUEST for decisions the sender no longer keeps: they are covered by its
+ * checkpoints, so the asker needs state transfer rather than decisions.
+ */
+export interface DecisionsPruned {
+  readonly type: typeof MessageType.DECISIONS_PRUNED;
+  readonly view: number;
+  /** The oldest decided instance the sender still keeps (-1: none). */
+  readonly oldestRetainedCid: number;
+  /** The instance of the sender's newest checkpoint (-1: none). */
+  readonly checkpointCid: number;
+}
+
+/** State transfer: "offer me your checkpoints of instance minCid or later". */
+export interface CheckpointRequest {
+  readonly type: typeof MessageType.CHECKPOINT_REQUEST;
+  readonly view: number;
+  readonly minCid: number;
+}
+
+/** A checkpoint manifest (storage/checkpoint-store.ts) as it travels, signed by the replica offering it. */
+export interface CheckpointOffer {
+  readonly cid: number;
+  readonly viewNumber: number;
+  /** Part codes (1 service, 2 replies, 3 view) and sizes, in that order. */
+  readonly parts: readonly { readonly code: number; readonly bytes: number }[];
+  readonly totalBytes: number;
+  readonly chunkBytes: number;
+  /** The SHA-256 of each chunk, concatenated (32 bytes each). */
+  readonly chunkHashes: Bytes;
+  /** Ed25519 by the sender over the attestation of the manifest's digest (state-transfer module). */
+  readonly signature: Bytes;
+}
+
+export interface CheckpointOfferMessage {
+  readonly type: typeof MessageType.CHECKPOINT_OFFER;
+  readonly view: number;
+  /** Newest last; empty when the sender has no checkpoint at or after the asked instance. */
+  readonly offers: readonly CheckpointOffer[];
+}
+
+export interface ChunkRequest {
+  readonly type: typeof MessageType.CHUNK_REQUEST;
+  readonly view: number;
+  readonly cid: number;
+  readonly index: number;
+}
+
+export interface Chunk {
+  readonly type: typeof MessageType.CHUNK;
+  readonly view: number;
+  readonly cid: number;
+  readonly index: number;
+  /** Empty when the sender no longer has (or cannot read) that checkpoint: ask another replica. */
+  readonly bytes: Bytes;
+}
+
 export interface RequestMessage {
   readonly type: typeof MessageType.REQUEST;
   readonly request: ClientRequest;
@@ -203,7 +265,24 @@ export type ReplicaMessage =
   | Sync
   | Heartbeat
   | DecisionRequest
-  | DecisionMessage;
+  | DecisionMessage
+  | DecisionsPruned
+  | CheckpointRequest
+  | CheckpointOfferMessage
+  | ChunkRequest
+  | Chunk;
+
+/** Replica-to-replica messages that the state-transfer module handles, not the core. */
+export type StateTransferMessage = CheckpointRequest | CheckpointOfferMessage | ChunkRequest | Chunk;
+
+export function isStateTransferMessage(message: ReplicaMessage): message is StateTransferMessage {
+  return (
+    message.type === MessageType.CHECKPOINT_REQUEST ||
+    message.type === MessageType.CHECKPOINT_OFFER ||
+    message.type === MessageType.CHUNK_REQUEST ||
+    message.type === MessageType.CHUNK
+  );
+}
 
 export type ClientMessage = RequestMessage | Reply | Busy;
 

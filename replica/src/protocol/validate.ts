@@ -17,6 +17,12 @@ import {
   type Decision,
   type DecisionMessage,
   type DecisionRequest,
+  type DecisionsPruned,
+  type CheckpointRequest,
+  type CheckpointOffer,
+  type CheckpointOfferMessage,
+  type ChunkRequest,
+  type Chunk,
   type Forward,
   type Heartbeat,
   type Message,
@@ -200,6 +206,55 @@ export const decisionMessageSchema = z.object({
   decision: decisionSchema,
 });
 
+export const decisionsPrunedSchema = z.object({
+  type: z.literal(MessageType.DECISIONS_PRUNED),
+  view: nonNegativeInteger,
+  oldestRetainedCid: integerOrMinusOne,
+  checkpointCid: integerOrMinusOne,
+});
+
+export const checkpointRequestSchema = z.object({
+  type: z.literal(MessageType.CHECKPOINT_REQUEST),
+  view: nonNegativeInteger,
+  minCid: nonNegativeInteger,
+});
+
+/** 32 bytes per chunk hash; the count must match totalBytes / chunkBytes, which the state-transfer module checks. */
+const chunkHashBytes = 32;
+
+export const checkpointOfferSchema = z.object({
+  cid: nonNegativeInteger,
+  viewNumber: nonNegativeInteger,
+  parts: z.array(z.object({ code: z.int().min(1).max(3), bytes: nonNegativeInteger })).min(1).max(3),
+  totalBytes: nonNegativeInteger,
+  chunkBytes: z.int().min(limits.checkpointChunkBytesMin).max(limits.checkpointChunkBytesMax),
+  chunkHashes: bytes(0, limits.checkpointChunksMax * chunkHashBytes).refine((hashes) => hashes.length % chunkHashBytes === 0, {
+    error: `chunk hashes must be a multiple of ${chunkHashBytes} bytes`,
+  }),
+  signature: signatureBytes,
+});
+
+export const checkpointOfferMessageSchema = z.object({
+  type: z.literal(MessageType.CHECKPOINT_OFFER),
+  view: nonNegativeInteger,
+  offers: z.array(checkpointOfferSchema).max(limits.checkpointKeepMax),
+});
+
+export const chunkRequestSchema = z.object({
+  type: z.literal(MessageType.CHUNK_REQUEST),
+  view: nonNegativeInteger,
+  cid: nonNegativeInteger,
+  index: z.int().min(0).max(limits.checkpointChunksMax - 1),
+});
+
+export const chunkSchema = z.object({
+  type: z.literal(MessageType.CHUNK),
+  view: nonNegativeInteger,
+  cid: nonNegativeInteger,
+  index: z.int().min(0).max(limits.checkpointChunksMax - 1),
+  bytes: bytes(0, limits.checkpointChunkBytesMax),
+});
+
 export const requestMessageSchema = z.object({
   type: z.literal(MessageType.REQUEST),
   request: clientRequestSchema,
@@ -256,6 +311,12 @@ export type SchemasMatchTypes = [
   Expect<SameShape<typeof heartbeatSchema, Heartbeat>>,
   Expect<SameShape<typeof decisionRequestSchema, DecisionRequest>>,
   Expect<SameShape<typeof decisionMessageSchema, DecisionMessage>>,
+  Expect<SameShape<typeof decisionsPrunedSchema, DecisionsPruned>>,
+  Expect<SameShape<typeof checkpointRequestSchema, CheckpointRequest>>,
+  Expect<SameShape<typeof checkpointOfferSchema, CheckpointOffer>>,
+  Expect<SameShape<typeof checkpointOfferMessageSchema, CheckpointOfferMessage>>,
+  Expect<SameShape<typeof chunkRequestSchema, ChunkRequest>>,
+  Expect<SameShape<typeof chunkSchema, Chunk>>,
   Expect<SameShape<typeof requestMessageSchema, RequestMessage>>,
   Expect<SameShape<typeof replySchema, Reply>>,
   Expect<SameShape<typeof busySchema, Busy>>,
@@ -275,6 +336,11 @@ const schemaByTypeCode: { readonly [Code in MessageTypeCode]: z.ZodType<MessageO
   [MessageType.HEARTBEAT]: heartbeatSchema,
   [MessageType.DECISION_REQUEST]: decisionRequestSchema,
   [MessageType.DECISION]: decisionMessageSchema,
+  [MessageType.DECISIONS_PRUNED]: decisionsPrunedSchema,
+  [MessageType.CHECKPOINT_REQUEST]: checkpointRequestSchema,
+  [MessageType.CHECKPOINT_OFFER]: checkpointOfferMessageSchema,
+  [MessageType.CHUNK_REQUEST]: chunkRequestSchema,
+  [MessageType.CHUNK]: chunkSchema,
   [MessageType.REQUEST]: requestMessageSchema,
   [MessageType.REPLY]: replySchema,
   [MessageType.BUSY]: busySchema,
