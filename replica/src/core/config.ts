@@ -27,6 +27,12 @@ export interface CoreConfig {
   readonly retransmitTicks: number;
   /** A lagging replica asks for missing decisions at most this often. */
   readonly catchUpIntervalTicks: number;
+  /** Decisions kept in memory for lagging peers (at most limits.decisionsRetainedMax). */
+  readonly decisionsRetainedMax: number;
+  /** A checkpoint is taken once this many instances were decided since the last one, */
+  readonly checkpointPeriodInstances: number;
+  /** or once the decided batches since the last one add up to this many bytes, whichever comes first. */
+  readonly checkpointPeriodBytes: number;
 }
 
 export const defaultTimingTicks = {
@@ -36,6 +42,15 @@ export const defaultTimingTicks = {
   regencyTimeoutTicks: 200,
   retransmitTicks: 50,
   catchUpIntervalTicks: 10,
+} as const;
+
+/**
+ * Both well inside the window of decisions every replica keeps for lagging peers (limits.decisionsRetained*),
+ * so that a replica that installs the older of two attested checkpoints still finds every later decision.
+ */
+export const defaultCheckpointPeriod = {
+  checkpointPeriodInstances: 10_000,
+  checkpointPeriodBytes: 16 * 1024 * 1024,
 } as const;
 
 export function makeCoreConfig(
@@ -51,6 +66,8 @@ export function makeCoreConfig(
     clientInFlightMax: 16,
     pendingRequestsMax: limits.pendingRequestsMax,
     requireSignedRequests: false,
+    decisionsRetainedMax: limits.decisionsRetainedMax,
+    ...defaultCheckpointPeriod,
     ...defaultTimingTicks,
     ...overrides,
   };
@@ -78,6 +95,11 @@ export function invalidCoreConfig(config: CoreConfig): string | null {
     ['regencyTimeoutTicks', 1, 1_000_000],
     ['retransmitTicks', 1, 1_000_000],
     ['catchUpIntervalTicks', 1, 1_000_000],
+    ['decisionsRetainedMax', 8, limits.decisionsRetainedMax],
+    // At least four periods stay in the window: whichever of its last two checkpoints a lagging replica
+    // installs, the decisions after it are still there to catch up with.
+    ['checkpointPeriodInstances', 1, Math.floor(config.decisionsRetainedMax / 4)],
+    ['checkpointPeriodBytes', 1, Math.floor(limits.decisionsRetainedBytesMax / 4)],
   ];
   for (const [field, min, max] of bounded) {
     if (!withinRange(config[field] as number, min, max)) return `${field} must be an integer in [${min}, ${max}]`;

@@ -27,6 +27,18 @@ export interface Outbound {
 export interface Delivery {
   readonly decision: Decision;
   readonly requests: readonly ClientRequest[];
+  /**
+   * After executing it, checkpoint the state of instance decision.cid. Every correct replica checkpoints
+   * at the same instances (the schedule depends only on the decided sequence), so that f+1 of them can
+   * attest one manifest for state transfer.
+   */
+  readonly checkpoint?: boolean;
+}
+
+/** The replica lags behind what its peers still keep as decisions: it needs a checkpoint first. */
+export interface StateTransferNeed {
+  /** Fetch and install a checkpoint of this instance or a later one, then call installCheckpoint(). */
+  readonly minCid: number;
 }
 
 /** Answers the core owes a client without consensus. */
@@ -44,4 +56,6 @@ export interface Ready {
   readonly messages: readonly Outbound[];
   readonly deliveries: readonly Delivery[];
   readonly notices: readonly ClientNotice[];
+  /** Set once when a state transfer becomes necessary; not again until installCheckpoint() or stateTransferFailed(). */
+  readonly stateTransfer: StateTransferNeed | null;
 }

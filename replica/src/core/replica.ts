@@ -26,6 +26,7 @@ import {
   type Decision,
   type DecisionMessage,
   type DecisionRequest,
+  type DecisionsPruned,
   type Forward,
   type Heartbeat,
   MessageType,
@@ -44,7 +45,7 @@ import type { CoreConfig } from './config.ts';
 import { type CoreCrypto, digestKey } from './crypto.ts';
 import { type InstanceState, chooseValue, emptyInstanceState, syncValueAllowed } from './leader-change.ts';
 import type { Quorums } from './quorum.ts';
-import type { ClientNotice, Delivery, Outbound, PersistRecord, Ready } from './ready.ts';
+import type { ClientNotice, Delivery, Outbound, PersistRecord, Ready, StateTransferNeed } from './ready.ts';
 import { ClientTable, PendingRequests, fitting, requestBytes } from './requests.ts';
 import { type ReplicaId, ViewInfo } from './view.ts';
 
@@ -116,10 +117,24 @@ export interface CoreStatus {
   readonly pendingRequests: number;
   readonly bufferedMessages: number;
   readonly leaderChanges: number;
+  /** The instance of the latest checkpoint in the schedule (taken or due), or -1. */
+  readonly checkpointCid: number;
+  /** The oldest decision kept for lagging peers, or -1. */
+  readonly oldestRetainedCid: number;
+  /** Waiting for a checkpoint from state transfer (installCheckpoint / stateTransferFailed). */
+  readonly awaitingStateTransfer: boolean;
   readonly dropped: Readonly<Partial<Record<DropReasonCode, number>>>;
 }
 
+/** The replicated state a checkpoint gives the core: where it stands, and each client's last decided request. */
+export interface CheckpointBase {
+  readonly cid: number;
+  readonly clientSeqs: Iterable<readonly [clientId: string, lastSeq: number]>;
+}
+
 export interface CoreOptions {
+  /** The checkpoint the replica's state was restored from; the restored records continue after it. */
+  readonly base?: CheckpointBase;
   /** Records persisted by an earlier incarnation, in the order they were written. */
   readonly restore?: readonly PersistRecord[];
   /** Only for tests that prove the checkers catch a broken protocol. */
@@ -176,6 +191,18 @@ export class ReplicaCore {
   /** The open instance at which the last catch-up answer is used up and the next one is due. */
   private catchUpExhaustedAt = -1;
 
+  // Checkpoints and state transfer.
+  /** The last instance of the checkpoint schedule (taken, due, or installed), or -1. */
+  private checkpointCid = -1;
+  /** Decided bytes since that checkpoint, accounted as for the retained window. */
+  private bytesSinceCheckpoint = 0;
+  /** Checkpoint instances met while restoring, so that the process can take one it missed before a crash. */
+  private readonly restoredCheckpoints: number[] = [];
+  /** Peers that said they no longer keep the decisions we asked for, for our open instance. */
+  private readonly prunedBy = new Map<ReplicaId, number>();
+  private awaitingStateTransfer = false;
+  private stateTransferOut: StateTransferNeed | null = null;
+
   // Output, drained by ready()/advance().
   private persistOut: PersistRecord[] = [];
   private messagesOut: Outbound[] = [];
@@ -190,6 +217,7 @@ export class ReplicaCore {
     this.quorums = this.viewInfo.quorums;
     this.me = config.me;
     invariant(this.viewInfo.isMember(this.me), 'a replica core runs only for a member of its view');
+    if (options.base) this.applyBase(options.base);
     if (options.restore) this.restore(options.restore);
   }
 
@@ -216,6 +244,9 @@ export class ReplicaCore {
       pendingRequests: this.pending.size,
       bufferedMessages: this.future.length,
       leaderChanges: this.leaderChanges,
+      checkpointCid: this.checkpointCid,
+      oldestRetainedCid: this.oldestRetainedCid(),
+      awaitingStateTransfer: this.awaitingStateTransfer,
       dropped: { ...this.dropped },
     };
   }
@@ -280,7 +311,8 @@ export class ReplicaCore {
       this.persistOut.length > 0 ||
       this.messagesOut.length > 0 ||
       this.deliveriesOut.length > 0 ||
-      this.noticesOut.length > 0
+      this.noticesOut.length > 0 ||
+      this.stateTransferOut !== null
     );
   }
 
@@ -290,7 +322,33 @@ export class ReplicaCore {
       messages: this.messagesOut,
       deliveries: this.deliveriesOut,
       notices: this.noticesOut,
+      stateTransfer: this.stateTransferOut,
     };
+  }
+
+  /** Checkpoint instances met while restoring from the log, oldest first. */
+  get restoredCheckpointCids(): readonly number[] {
+    return this.restoredCheckpoints;
+  }
+
+  /**
+   * The state transfer asked for by Ready.stateTransfer installed a checkpoint of `base.cid` into the
+   * service: the replica continues after it, catching up on later decisions from its peers.
+   */
+  installCheckpoint(base: CheckpointBase): void {
+    this.awaitingStateTransfer = false;
+    this.prunedBy.clear();
+    if (base.cid <= this.lastDecidedCid) return;
+    this.applyBase(base);
+    this.catchUpExhaustedAt = -1;
+    this.lastProgressTick = this.nowTick;
+    this.openInstance(base.cid + 1);
+  }
+
+  /** The state transfer asked for could not finish; the replica asks its peers again later. */
+  stateTransferFailed(): void {
+    this.awaitingStateTransfer = false;
+    this.prunedBy.clear();
   }
 
   /** The caller has persisted, sent and executed everything of the last ready(). */
@@ -299,6 +357,7 @@ export class ReplicaCore {
     this.messagesOut = [];
     this.deliveriesOut = [];
     this.noticesOut = [];
+    this.stateTransferOut = null;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -330,6 +389,14 @@ export class ReplicaCore {
         return this.onDecisionRequest(from, message);
       case MessageType.DECISION:
         return this.onDecision(from, message);
+      case MessageType.DECISIONS_PRUNED:
+        return this.onDecisionsPruned(from, message);
+      case MessageType.CHECKPOINT_REQUEST:
+      case MessageType.CHECKPOINT_OFFER:
+      case MessageType.CHUNK_REQUEST:
+      case MessageType.CHUNK:
+        // The state-transfer module's, never the core's: the driver routes them there.
+        return this.drop(DropReason.MISDIRECTED);
     }
   }
 
@@ -697,8 +764,8 @@ export class ReplicaCore {
   private decide(decision: Decision, requests: readonly ClientRequest[]): void {
     invariant(decision.cid === this.instance.cid, 'decisions are applied in cid order');
     this.persistOut.push({ kind: 'decision', decision });
-    this.deliveriesOut.push({ decision, requests });
-    this.applyDecision(decision, requests);
+    const checkpoint = this.applyDecision(decision, requests);
+    this.deliveriesOut.push(checkpoint ? { decision, requests, checkpoint } : { decision, requests });
     if (decision.regency === this.regency && this.syncedRegency === this.regency) {
       this.failedRegencies = 0;
       this.changeStartedTick = this.nowTick;
@@ -707,21 +774,56 @@ export class ReplicaCore {
     this.openInstance(decision.cid + 1);
   }
 
-  /** The part of deciding that restoring from the log repeats. */
-  private applyDecision(decision: Decision, requests: readonly ClientRequest[]): void {
+  /** The part of deciding that restoring from the log repeats. Returns whether a checkpoint is due after it. */
+  private applyDecision(decision: Decision, requests: readonly ClientRequest[]): boolean {
     for (const request of requests) {
       this.clients.record(request.clientId, request.seq);
       this.pending.remove(request.clientId, request.seq);
     }
+    const accountedBytes = decision.batch.length + limits.decisionRetainedOverheadBytes;
     this.retained.set(decision.cid, decision);
-    this.retainedBytes += decision.batch.length + limits.decisionRetainedOverheadBytes;
-    while (this.retained.size > limits.decisionsRetainedMax || this.retainedBytes > limits.decisionsRetainedBytesMax) {
+    this.retainedBytes += accountedBytes;
+    while (this.retained.size > this.config.decisionsRetainedMax || this.retainedBytes > limits.decisionsRetainedBytesMax) {
       const oldest = this.retained.entries().next();
       if (oldest.done) break;
       this.retained.delete(oldest.value[0]);
       this.retainedBytes -= oldest.value[1].batch.length + limits.decisionRetainedOverheadBytes;
     }
     this.lastDecidedCid = decision.cid;
+    this.bytesSinceCheckpoint += accountedBytes;
+    const due =
+      decision.cid - this.checkpointCid >= this.config.checkpointPeriodInstances ||
+      this.bytesSinceCheckpoint >= this.config.checkpointPeriodBytes;
+    if (due) {
+      this.checkpointCid = decision.cid;
+      this.bytesSinceCheckpoint = 0;
+    }
+    return due;
+  }
+
+  /** Stand at a checkpoint: decided up to its instance, with its clients' sequence numbers. */
+  private applyBase(base: CheckpointBase): void {
+    invariant(base.cid > this.lastDecidedCid, 'a checkpoint moves the replica forward');
+    this.clients.clear();
+    for (const [clientId, seq] of base.clientSeqs) this.clients.record(clientId, seq);
+    const decided: ClientRequest[] = [];
+    for (const entry of this.pending.values()) {
+      if (entry.request.seq <= this.clients.lastDecided(entry.request.clientId)) decided.push(entry.request);
+    }
+    for (const request of decided) this.pending.remove(request.clientId, request.seq);
+    // Decisions before the checkpoint are covered by it; peers that need them need the checkpoint too.
+    this.retained.clear();
+    this.retainedBytes = 0;
+    for (const cid of [...this.futureDecisions.keys()]) if (cid <= base.cid) this.futureDecisions.delete(cid);
+    this.lastDecidedCid = base.cid;
+    this.checkpointCid = base.cid;
+    this.bytesSinceCheckpoint = 0;
+    this.instance = new Instance(base.cid + 1);
+  }
+
+  private oldestRetainedCid(): number {
+    const oldest = this.retained.keys().next();
+    return oldest.done ? -1 : oldest.value;
   }
 
   private openInstance(cid: number): void {
@@ -755,6 +857,17 @@ export class ReplicaCore {
     } else {
       this.catchUpServed.set(from, { tick: this.nowTick, answers: 1 });
     }
+    const oldest = this.oldestRetainedCid();
+    if (message.fromCid <= this.lastDecidedCid && (oldest === -1 || message.fromCid < oldest)) {
+      const pruned: DecisionsPruned = {
+        type: MessageType.DECISIONS_PRUNED,
+        view: this.config.view.number,
+        oldestRetainedCid: oldest,
+        checkpointCid: this.checkpointCid,
+      };
+      this.messagesOut.push({ to: from, message: pruned });
+      return;
+    }
     const last = Math.min(this.lastDecidedCid, message.fromCid + limits.decisionsPerFetchMax - 1);
     let bytes = 0;
     for (let cid = message.fromCid; cid <= last && bytes < limits.catchUpAnswerBytesMax; cid++) {
@@ -778,6 +891,26 @@ export class ReplicaCore {
     if (this.catchUpExhaustedAt >= 0 && this.instance.cid >= this.catchUpExhaustedAt) this.maybeCatchUp();
   }
 
+  /**
+   * A peer no longer keeps the decisions we need. One peer could lie to send us into a needless state
+   * transfer, so only f+1 of them (crash: 1) saying so for our open instance count.
+   */
+  private onDecisionsPruned(from: ReplicaId, message: DecisionsPruned): void {
+    if (this.awaitingStateTransfer) return;
+    if (message.oldestRetainedCid !== -1 && message.oldestRetainedCid <= this.instance.cid) return this.drop(DropReason.STALE_INSTANCE);
+    this.prunedBy.set(from, this.instance.cid);
+    let agreeing = 0;
+    for (const cid of this.prunedBy.values()) if (cid === this.instance.cid) agreeing++;
+    if (agreeing < this.quorums.includesCorrect) {
+      // Ask the next peer straight away rather than wait for the catch-up timer.
+      this.maybeCatchUp();
+      return;
+    }
+    this.awaitingStateTransfer = true;
+    this.catchUpExhaustedAt = -1;
+    this.stateTransferOut = { minCid: this.instance.cid };
+  }
+
   private lagInstances(): number {
     const cids = [...this.peerCid.values()].sort((a, b) => b - a);
     const evidence = cids[this.quorums.includesCorrect - 1];
@@ -792,6 +925,7 @@ export class ReplicaCore {
 
   private maybeCatchUp(): void {
     this.lastCatchUpTick = this.nowTick;
+    if (this.awaitingStateTransfer) return;
     const ahead = this.peersAhead();
     // Only believe we are behind when enough replicas say so that one of them is correct.
     if (ahead.length < this.quorums.includesCorrect) {
@@ -1189,7 +1323,10 @@ export class ReplicaCore {
         case 'decision': {
           const decoded = decodeBatch(record.decision.batch);
           invariant(decoded.ok, 'a persisted decision holds a valid batch');
-          this.applyDecision(record.decision, decoded.batch.requests);
+          // The log may still hold decisions that the checkpoint restored from already covers.
+          if (record.decision.cid <= this.lastDecidedCid) break;
+          invariant(record.decision.cid === this.lastDecidedCid + 1, 'the log continues where the state stands');
+          if (this.applyDecision(record.decision, decoded.batch.requests)) this.restoredCheckpoints.push(record.decision.cid);
           break;
         }
         case 'regency':

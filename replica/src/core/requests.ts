@@ -107,6 +107,10 @@ export class ClientTable {
   record(clientId: string, seq: number): void {
     this.decidedSeq.set(clientId, seq);
   }
+
+  clear(): void {
+    this.decidedSeq.clear();
+  }
 }
 
 /** Split requests into consecutive groups of at most `countMax` requests and `bytesMax` bytes each. */

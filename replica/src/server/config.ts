@@ -19,10 +19,12 @@
 //   dataDir                 BFTKUBE_DATA_DIR              clientInFlightMax        BFTKUBE_CLIENT_IN_FLIGHT_MAX
 //   durability              BFTKUBE_DURABILITY            pendingRequestsMax       BFTKUBE_PENDING_REQUESTS_MAX
 //   service.module          BFTKUBE_SERVICE_MODULE        logLevel                 BFTKUBE_LOG_LEVEL
+//   checkpoint.periodInstances  BFTKUBE_CHECKPOINT_PERIOD_INSTANCES
+//   checkpoint.periodBytes      BFTKUBE_CHECKPOINT_PERIOD_BYTES
 //
 // Integers are written in decimal, booleans as `true` or `false`. The members list and service.config
 // are not scalars and come from the file only. A variable that starts like a section of the
-// configuration (BFTKUBE_CLUSTER_, BFTKUBE_LISTEN_, BFTKUBE_BATCH_, BFTKUBE_SERVICE_) but names no field
+// configuration (BFTKUBE_CLUSTER_, BFTKUBE_LISTEN_, BFTKUBE_BATCH_, BFTKUBE_CHECKPOINT_, BFTKUBE_SERVICE_) but names no field
 // is refused as a likely typo; other BFTKUBE_* variables belong to other tools and are ignored.
 //
 // Relative paths (keysDir, dataDir, service.module) are resolved against the configuration file's
@@ -33,7 +35,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
-import { type CoreConfig, invalidCoreConfig } from '../core/config.ts';
+import { type CoreConfig, defaultCheckpointPeriod, invalidCoreConfig } from '../core/config.ts';
 import { type FaultMode, maxFaults } from '../core/quorum.ts';
 import { type View, invalidView } from '../core/view.ts';
 import { limits } from '../constants.ts';
@@ -74,6 +76,8 @@ export interface ReplicaConfig {
   readonly dataDir: string;
   readonly durability: Durability;
   readonly batch: { readonly requestsMax: number; readonly bytesMax: number };
+  /** Checkpoint after this many decided instances or bytes of decided batches, whichever comes first. */
+  readonly checkpoint: { readonly periodInstances: number; readonly periodBytes: number };
   readonly tickMs: number;
   readonly requestTimeoutMs: number;
   readonly heartbeatIntervalMs: number;
@@ -183,6 +187,10 @@ export const replicaConfigFileSchema = section({
     requestsMax: integer(1, limits.batchRequestsMax).default(configDefaults.batchRequestsMax),
     bytesMax: integer(1024, limits.batchBytesMax).default(configDefaults.batchBytesMax),
   }).prefault({}),
+  checkpoint: section({
+    periodInstances: integer(1, Math.floor(limits.decisionsRetainedMax / 4)).default(defaultCheckpointPeriod.checkpointPeriodInstances),
+    periodBytes: integer(1, Math.floor(limits.decisionsRetainedBytesMax / 4)).default(defaultCheckpointPeriod.checkpointPeriodBytes),
+  }).prefault({}),
   tickMs: integer(1, 1000).default(configDefaults.tickMs),
   requestTimeoutMs: integer(1, timingMsMax).default(configDefaults.requestTimeoutMs),
   heartbeatIntervalMs: integer(1, timingMsMax).default(configDefaults.heartbeatIntervalMs),
@@ -221,6 +229,8 @@ const scalarFields: ReadonlyArray<readonly [path: string, kind: ScalarKind]> = [
   ['durability', 'string'],
   ['batch.requestsMax', 'integer'],
   ['batch.bytesMax', 'integer'],
+  ['checkpoint.periodInstances', 'integer'],
+  ['checkpoint.periodBytes', 'integer'],
   ['tickMs', 'integer'],
   ['requestTimeoutMs', 'integer'],
   ['heartbeatIntervalMs', 'integer'],
@@ -584,6 +594,9 @@ export function coreConfigOf(config: ReplicaConfig): CoreConfig {
     clientInFlightMax: config.clientInFlightMax,
     pendingRequestsMax: config.pendingRequestsMax,
     requireSignedRequests: config.requireSignedRequests,
+    decisionsRetainedMax: limits.decisionsRetainedMax,
+    checkpointPeriodInstances: config.checkpoint.periodInstances,
+    checkpointPeriodBytes: config.checkpoint.periodBytes,
     ...coreTimingTicks(config),
   };
 }

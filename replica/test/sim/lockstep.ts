@@ -2,7 +2,7 @@
 // hand (deliver these, drop those, inject that), in the manner of etcd raft's interaction tests. Where
 // the timed simulator explores, this one pins a schedule down exactly.
 
-import { makeCoreConfig } from '../../src/core/config.ts';
+import { type CoreConfig, makeCoreConfig } from '../../src/core/config.ts';
 import { digestKey } from '../../src/core/crypto.ts';
 import type { FaultMode } from '../../src/core/quorum.ts';
 import { maxFaults } from '../../src/core/quorum.ts';
@@ -54,7 +54,10 @@ export class LockstepCluster {
   /** Every message any replica sent, in order. */
   readonly sent: Envelope[] = [];
 
-  constructor(n: number, mode: FaultMode = 'bft') {
+  private readonly overrides: Partial<Omit<CoreConfig, 'me' | 'view'>>;
+
+  constructor(n: number, mode: FaultMode = 'bft', overrides: Partial<Omit<CoreConfig, 'me' | 'view'>> = {}) {
+    this.overrides = overrides;
     this.view = { number: 0, mode, f: maxFaults(n, mode), members: Array.from({ length: n }, (_, i) => i) };
     for (const id of this.view.members) {
       this.disks.set(id, []);
@@ -64,8 +67,15 @@ export class LockstepCluster {
   }
 
   private makeCore(id: number, restore?: readonly PersistRecord[]): ReplicaCore {
-    const config = makeCoreConfig(id, this.view, { ...lockstepTiming });
+    const config = makeCoreConfig(id, this.view, { ...lockstepTiming, ...this.overrides });
     return new ReplicaCore(config, this.keys.cryptoFor(id), restore ? { restore } : {});
+  }
+
+  /** Lose the process and the disk: the replica starts again with nothing. */
+  wipe(id: number): void {
+    this.disks.set(id, []);
+    this.deliveries.set(id, []);
+    this.cores.set(id, this.makeCore(id));
   }
 
   core(id: number): ReplicaCore {

@@ -1,0 +1,150 @@
+import { describe, expect, it } from 'vitest';
+import { LockstepCluster, request } from '../../test/sim/lockstep.ts';
+import { limits } from '../constants.ts';
+import { MessageType } from '../protocol/messages.ts';
+import { DropReason } from '../protocol/reasons.ts';
+import { makeCoreConfig } from './config.ts';
+import type { PersistRecord } from './ready.ts';
+import { ReplicaCore } from './replica.ts';
+
+/** Decide `count` instances of one request each, from client `alice`, delivered to `to`. */
+function decideMany(cluster: LockstepCluster, count: number, to: readonly number[], drop: (from: number, to: number) => boolean = () => false): void {
+  // One request per instance, so alice's request of instance c has seq c + 1.
+  const start = cluster.core(to[0] as number).status().lastDecidedCid;
+  for (let i = 0; i < count; i++) {
+    const seq = start + 2 + i;
+    cluster.submit(request('alice', seq, `op-${seq}`), to);
+    cluster.run((e) => (drop(e.from, e.to) ? 'drop' : 'deliver'));
+  }
+}
+
+function checkpointCids(cluster: LockstepCluster, id: number): number[] {
+  return (cluster.deliveries.get(id) ?? []).filter((d) => d.checkpoint === true).map((d) => d.decision.cid);
+}
+
+describe('the checkpoint schedule', () => {
+  it('marks the same instances on every replica, every checkpointPeriodInstances', () => {
+    const cluster = new LockstepCluster(4, 'bft', { checkpointPeriodInstances: 3 });
+    decideMany(cluster, 8, [0, 1, 2, 3]);
+    for (const id of [0, 1, 2, 3]) {
+      expect(cluster.core(id).status().lastDecidedCid).toBe(7);
+      expect(checkpointCids(cluster, id)).toEqual([2, 5]);
+      expect(cluster.core(id).status().checkpointCid).toBe(5);
+    }
+  });
+
+  it('checkpoints sooner when the decided batches add up to checkpointPeriodBytes', () => {
+    // Each decision accounts its batch plus the fixed overhead; a period of two overheads is two decisions.
+    const cluster = new LockstepCluster(4, 'bft', { checkpointPeriodInstances: 1000, checkpointPeriodBytes: 2 * limits.decisionRetainedOverheadBytes });
+    decideMany(cluster, 6, [0, 1, 2, 3]);
+    expect(checkpointCids(cluster, 0)).toEqual([1, 3, 5]);
+    expect(checkpointCids(cluster, 3)).toEqual([1, 3, 5]);
+  });
+
+  it('a restart from a checkpoint continues the same schedule and reports the checkpoints it replayed', () => {
+    const cluster = new LockstepCluster(4, 'bft', { checkpointPeriodInstances: 3 });
+    decideMany(cluster, 9, [0, 1, 2, 3]);
+    const disk = cluster.disks.get(1) as PersistRecord[];
+    const config = makeCoreConfig(1, cluster.view, { checkpointPeriodInstances: 3 });
+    // Its state came from the checkpoint of instance 2; the log still holds decisions 0..8.
+    const core = new ReplicaCore(config, cluster.keys.cryptoFor(1), { base: { cid: 2, clientSeqs: [['alice', 3]] }, restore: disk });
+    expect(core.status().lastDecidedCid).toBe(8);
+    expect(core.restoredCheckpointCids).toEqual([5, 8]);
+    expect(core.status().checkpointCid).toBe(8);
+  });
+});
+
+describe('state transfer is asked for when peers no longer keep the decisions a replica lacks', () => {
+  const overrides = { checkpointPeriodInstances: 2, decisionsRetainedMax: 8 } as const;
+
+  /** Replica 3 misses 20 instances; then heartbeats tell it, and it asks its peers for decisions. */
+  function laggingReplica(): LockstepCluster {
+    const cluster = new LockstepCluster(4, 'bft', overrides);
+    const cutOff = (from: number, to: number) => from === 3 || to === 3;
+    decideMany(cluster, 20, [0, 1, 2], cutOff);
+    expect(cluster.core(3).status().lastDecidedCid).toBe(-1);
+    expect(cluster.core(0).status().oldestRetainedCid).toBe(12);
+    return cluster;
+  }
+
+  function hearHeartbeats(cluster: LockstepCluster): void {
+    for (const from of [0, 1, 2]) {
+      cluster.inject(from, 3, { type: MessageType.HEARTBEAT, view: 0, regency: 0, lastDecidedCid: 19 });
+    }
+  }
+
+  it('peers answer a request for pruned decisions with DECISIONS_PRUNED, and f+1 of them start a state transfer', () => {
+    const cluster = laggingReplica();
+    hearHeartbeats(cluster);
+    const needs: number[] = [];
+    const core = cluster.core(3);
+    const original = core.ready.bind(core);
+    core.ready = () => {
+      const ready = original();
+      if (ready.stateTransfer !== null) needs.push(ready.stateTransfer.minCid);
+      return ready;
+    };
+    cluster.tick(lockstepCatchUpTicks(cluster), [3]);
+    cluster.run();
+    const pruned = cluster.sent.filter((e) => e.to === 3 && e.message.type === MessageType.DECISIONS_PRUNED);
+    expect(pruned.length).toBeGreaterThanOrEqual(2);
+    expect(needs).toEqual([0]);
+    expect(core.status().awaitingStateTransfer).toBe(true);
+    // While it waits for the checkpoint, it asks nobody for decisions.
+    const asked = cluster.sent.filter((e) => e.from === 3 && e.message.type === MessageType.DECISION_REQUEST).length;
+    cluster.tick(lockstepCatchUpTicks(cluster), [3]);
+    expect(cluster.sent.filter((e) => e.from === 3 && e.message.type === MessageType.DECISION_REQUEST).length).toBe(asked);
+  });
+
+  it('one peer saying so is not enough: it could be lying', () => {
+    const cluster = laggingReplica();
+    cluster.inject(0, 3, { type: MessageType.DECISIONS_PRUNED, view: 0, oldestRetainedCid: 12, checkpointCid: 11 });
+    expect(cluster.core(3).status().awaitingStateTransfer).toBe(false);
+    expect(cluster.core(3).ready().stateTransfer).toBeNull();
+  });
+
+  it('a claim that decisions we still need are kept is refused', () => {
+    const cluster = laggingReplica();
+    cluster.inject(0, 3, { type: MessageType.DECISIONS_PRUNED, view: 0, oldestRetainedCid: 0, checkpointCid: -1 });
+    expect(cluster.core(3).status().dropped[DropReason.STALE_INSTANCE]).toBe(1);
+  });
+
+  it('after installing a checkpoint it catches up on the later decisions and decides with the others again', () => {
+    const cluster = laggingReplica();
+    hearHeartbeats(cluster);
+    cluster.tick(lockstepCatchUpTicks(cluster), [3]);
+    cluster.run();
+    const core = cluster.core(3);
+    expect(core.status().awaitingStateTransfer).toBe(true);
+    // The state transfer installed the checkpoint of instance 13 (a checkpoint instance of the others).
+    expect(checkpointCids(cluster, 0)).toContain(13);
+    core.installCheckpoint({ cid: 13, clientSeqs: [['alice', 14]] });
+    expect(core.status().lastDecidedCid).toBe(13);
+    expect(core.status().awaitingStateTransfer).toBe(false);
+    cluster.tick(lockstepCatchUpTicks(cluster), [3]);
+    cluster.run();
+    expect(core.status().lastDecidedCid).toBe(19);
+    expect((cluster.deliveries.get(3) ?? []).map((d) => d.decision.cid)).toEqual([14, 15, 16, 17, 18, 19]);
+    // The schedule continues from the installed checkpoint: the same instances as everyone else's.
+    expect(checkpointCids(cluster, 3)).toEqual(checkpointCids(cluster, 0).filter((cid) => cid > 13));
+    // And a request already executed before the checkpoint is recognised as such.
+    core.receiveRequest('alice', request('alice', 14, 'op-14'));
+    expect(core.ready().notices).toEqual([{ kind: 'cached-reply', clientId: 'alice', seq: 14 }]);
+    decideMany(cluster, 2, [0, 1, 2, 3]);
+    expect(core.status().lastDecidedCid).toBe(21);
+  });
+
+  it('a wiped replica starts with nothing and asks for a checkpoint the same way', () => {
+    const cluster = new LockstepCluster(4, 'bft', overrides);
+    decideMany(cluster, 20, [0, 1, 2, 3]);
+    cluster.wipe(3);
+    hearHeartbeats(cluster);
+    cluster.tick(lockstepCatchUpTicks(cluster), [3]);
+    cluster.run();
+    expect(cluster.core(3).status().awaitingStateTransfer).toBe(true);
+  });
+});
+
+function lockstepCatchUpTicks(cluster: LockstepCluster): number {
+  return cluster.core(0).config.catchUpIntervalTicks;
+}
