@@ -134,6 +134,24 @@ describe('state transfer is asked for when peers no longer keep the decisions a 
     expect(core.status().lastDecidedCid).toBe(21);
   });
 
+  it('while it waits for the checkpoint it executes nothing; if the transfer fails, it goes on from where it was', () => {
+    const cluster = laggingReplica();
+    hearHeartbeats(cluster);
+    cluster.tick(lockstepCatchUpTicks(cluster), [3]);
+    cluster.run();
+    const core = cluster.core(3);
+    expect(core.status().awaitingStateTransfer).toBe(true);
+    const first = (cluster.disks.get(0) ?? []).find((r) => r.kind === 'decision' && r.decision.cid === 0);
+    if (first?.kind !== 'decision') throw new Error('replica 0 logged instance 0');
+    cluster.inject(0, 3, { type: MessageType.DECISION, view: 0, decision: first.decision });
+    expect(core.status().lastDecidedCid).toBe(-1);
+    expect(cluster.deliveries.get(3)).toEqual([]);
+    core.stateTransferFailed();
+    cluster.collect();
+    expect(core.status().lastDecidedCid).toBe(0);
+    expect(cluster.deliveries.get(3)?.map((d) => d.decision.cid)).toEqual([0]);
+  });
+
   it('a wiped replica starts with nothing and asks for a checkpoint the same way', () => {
     const cluster = new LockstepCluster(4, 'bft', overrides);
     decideMany(cluster, 20, [0, 1, 2, 3]);

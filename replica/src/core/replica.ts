@@ -349,6 +349,11 @@ export class ReplicaCore {
   stateTransferFailed(): void {
     this.awaitingStateTransfer = false;
     this.prunedBy.clear();
+    const held = this.futureDecisions.get(this.instance.cid);
+    if (held !== undefined) {
+      this.futureDecisions.delete(this.instance.cid);
+      this.offerDecision(held);
+    }
   }
 
   /** The caller has persisted, sent and executed everything of the last ready(). */
@@ -763,6 +768,12 @@ export class ReplicaCore {
 
   private decide(decision: Decision, requests: readonly ClientRequest[]): void {
     invariant(decision.cid === this.instance.cid, 'decisions are applied in cid order');
+    if (this.awaitingStateTransfer) {
+      // The service is about to be replaced by a checkpoint: executing anything now would be lost, or
+      // worse, leave the core ahead of the installed state. The decision waits, certified, for after.
+      if (this.futureDecisions.size < limits.instancesAheadMax) this.futureDecisions.set(decision.cid, decision);
+      return;
+    }
     this.persistOut.push({ kind: 'decision', decision });
     const checkpoint = this.applyDecision(decision, requests);
     this.deliveriesOut.push(checkpoint ? { decision, requests, checkpoint } : { decision, requests });
