@@ -67,9 +67,13 @@ describe('state transfer is asked for when peers no longer keep the decisions a 
     return cluster;
   }
 
-  function hearHeartbeats(cluster: LockstepCluster): void {
+  /**
+   * Peers tell replica 3 where they are. Claims of at most two checkpoint periods ahead keep it on the
+   * decision path (asking for decisions, then learning they are pruned) rather than the lag rule.
+   */
+  function hearHeartbeats(cluster: LockstepCluster, lastDecidedCid = 3): void {
     for (const from of [0, 1, 2]) {
-      cluster.inject(from, 3, { type: MessageType.HEARTBEAT, view: 0, regency: 0, lastDecidedCid: 19 });
+      cluster.inject(from, 3, { type: MessageType.HEARTBEAT, view: 0, regency: 0, lastDecidedCid });
     }
   }
 
@@ -116,20 +120,21 @@ describe('state transfer is asked for when peers no longer keep the decisions a 
     cluster.run();
     const core = cluster.core(3);
     expect(core.status().awaitingStateTransfer).toBe(true);
-    // The state transfer installed the checkpoint of instance 13 (a checkpoint instance of the others).
-    expect(checkpointCids(cluster, 0)).toContain(13);
-    core.installCheckpoint({ cid: 13, clientSeqs: [['alice', 14]] });
-    expect(core.status().lastDecidedCid).toBe(13);
+    // The state transfer installed the checkpoint of instance 15 (a checkpoint instance of the others).
+    expect(checkpointCids(cluster, 0)).toContain(15);
+    core.installCheckpoint({ cid: 15, clientSeqs: [['alice', 16]] });
+    expect(core.status().lastDecidedCid).toBe(15);
     expect(core.status().awaitingStateTransfer).toBe(false);
+    hearHeartbeats(cluster, 19);
     cluster.tick(lockstepCatchUpTicks(cluster), [3]);
     cluster.run();
     expect(core.status().lastDecidedCid).toBe(19);
-    expect((cluster.deliveries.get(3) ?? []).map((d) => d.decision.cid)).toEqual([14, 15, 16, 17, 18, 19]);
+    expect((cluster.deliveries.get(3) ?? []).map((d) => d.decision.cid)).toEqual([16, 17, 18, 19]);
     // The schedule continues from the installed checkpoint: the same instances as everyone else's.
-    expect(checkpointCids(cluster, 3)).toEqual(checkpointCids(cluster, 0).filter((cid) => cid > 13));
+    expect(checkpointCids(cluster, 3)).toEqual(checkpointCids(cluster, 0).filter((cid) => cid > 15));
     // And a request already executed before the checkpoint is recognised as such.
-    core.receiveRequest('alice', request('alice', 14, 'op-14'));
-    expect(core.ready().notices).toEqual([{ kind: 'cached-reply', clientId: 'alice', seq: 14 }]);
+    core.receiveRequest('alice', request('alice', 16, 'op-16'));
+    expect(core.ready().notices).toEqual([{ kind: 'cached-reply', clientId: 'alice', seq: 16 }]);
     decideMany(cluster, 2, [0, 1, 2, 3]);
     expect(core.status().lastDecidedCid).toBe(21);
   });
@@ -150,6 +155,16 @@ describe('state transfer is asked for when peers no longer keep the decisions a 
     cluster.collect();
     expect(core.status().lastDecidedCid).toBe(0);
     expect(cluster.deliveries.get(3)?.map((d) => d.decision.cid)).toEqual([0]);
+  });
+
+  it('a replica more than two checkpoint periods behind asks for a checkpoint without asking for decisions first', () => {
+    const cluster = new LockstepCluster(4, 'bft', { checkpointPeriodInstances: 2 });
+    decideMany(cluster, 8, [0, 1, 2], (from, to) => from === 3 || to === 3);
+    for (const from of [0, 1, 2]) cluster.inject(from, 3, { type: MessageType.HEARTBEAT, view: 0, regency: 0, lastDecidedCid: 7 });
+    const asked = cluster.sent.filter((e) => e.from === 3 && e.message.type === MessageType.DECISION_REQUEST).length;
+    cluster.tick(lockstepCatchUpTicks(cluster), [3]);
+    expect(cluster.core(3).status().awaitingStateTransfer).toBe(true);
+    expect(cluster.sent.filter((e) => e.from === 3 && e.message.type === MessageType.DECISION_REQUEST).length).toBe(asked);
   });
 
   it('a wiped replica starts with nothing and asks for a checkpoint the same way', () => {

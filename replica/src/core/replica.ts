@@ -917,6 +917,10 @@ export class ReplicaCore {
       this.maybeCatchUp();
       return;
     }
+    this.needStateTransfer();
+  }
+
+  private needStateTransfer(): void {
     this.awaitingStateTransfer = true;
     this.catchUpExhaustedAt = -1;
     this.stateTransferOut = { minCid: this.instance.cid };
@@ -943,6 +947,9 @@ export class ReplicaCore {
       this.catchUpExhaustedAt = -1;
       return;
     }
+    // More than two checkpoint periods behind: the peers' newest checkpoint is ahead of us, and
+    // installing it beats replaying (and first fetching) every decision since.
+    if (this.lagInstances() > 2 * this.config.checkpointPeriodInstances) return this.needStateTransfer();
     ahead.sort((a, b) => a - b);
     const peer = ahead[this.catchUpRotation++ % ahead.length] as ReplicaId;
     const request: DecisionRequest = {
