@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { LockstepCluster, request } from '../../test/sim/lockstep.ts';
+import { LockstepCluster, batchOf, request } from '../../test/sim/lockstep.ts';
 import { limits } from '../constants.ts';
 import { MessageType } from '../protocol/messages.ts';
 import { DropReason } from '../protocol/reasons.ts';
@@ -181,3 +181,51 @@ describe('state transfer is asked for when peers no longer keep the decisions a 
 function lockstepCatchUpTicks(cluster: LockstepCluster): number {
   return cluster.core(0).config.catchUpIntervalTicks;
 }
+
+describe('a replica that lost its disk never contradicts a vote it forgot', () => {
+  const batchA = batchOf(request('alice', 1, 'A'));
+  const batchB = batchOf(request('alice', 1, 'B'));
+
+  function heartbeatsTo(cluster: LockstepCluster, to: number, lastDecidedCid: number, from: readonly number[] = [0, 1, 2]): void {
+    for (const peer of from) cluster.inject(peer, to, { type: MessageType.HEARTBEAT, view: 0, regency: 0, lastDecidedCid });
+  }
+
+  it('after a wipe it does not WRITE a second value in an instance it may have voted in', () => {
+    const cluster = new LockstepCluster(4);
+    // The (Byzantine) leader shows A to replica 3 only; replica 3 writes A.
+    cluster.inject(0, 3, { type: MessageType.PROPOSE, view: 0, cid: 0, regency: 0, batch: batchA });
+    expect(cluster.sent.some((e) => e.from === 3 && e.message.type === MessageType.WRITE)).toBe(true);
+    cluster.wipe(3);
+    heartbeatsTo(cluster, 3, -1);
+    expect(cluster.core(3).status().amnesiaFloorCid).toBe(1);
+    const sentBefore = cluster.sent.length;
+    cluster.inject(0, 3, { type: MessageType.PROPOSE, view: 0, cid: 0, regency: 0, batch: batchB });
+    expect(cluster.sent.slice(sentBefore).filter((e) => e.from === 3)).toEqual([]);
+  });
+
+  it('the same replica restored from its disk refuses B as a conflicting vote instead', () => {
+    const cluster = new LockstepCluster(4);
+    cluster.inject(0, 3, { type: MessageType.PROPOSE, view: 0, cid: 0, regency: 0, batch: batchA });
+    cluster.restart(3);
+    cluster.inject(0, 3, { type: MessageType.PROPOSE, view: 0, cid: 0, regency: 0, batch: batchB });
+    expect(cluster.core(3).status().dropped[DropReason.CONFLICTING_VOTE]).toBe(1);
+  });
+
+  it('it stays silent until it has heard from n - f peers, then votes again past the floor', () => {
+    const cluster = new LockstepCluster(4);
+    cluster.wipe(3);
+    heartbeatsTo(cluster, 3, -1, [0, 1]);
+    expect(cluster.core(3).status().amnesiaFloorCid).toBe(-1);
+    heartbeatsTo(cluster, 3, -1, [2]);
+    expect(cluster.core(3).status().amnesiaFloorCid).toBe(1);
+    // Instances 0 and 1 are decided by the other three; replica 3 learns them without voting.
+    decideMany(cluster, 3, [0, 1, 2, 3]);
+    const votesOf3 = (cid: number) =>
+      cluster.sent.filter((e) => e.from === 3 && (e.message.type === MessageType.WRITE || e.message.type === MessageType.ACCEPT) && e.message.cid === cid);
+    expect(votesOf3(0)).toEqual([]);
+    expect(votesOf3(1)).toEqual([]);
+    expect(votesOf3(2).length).toBeGreaterThan(0);
+    expect(cluster.core(3).status().amnesiaFloorCid).toBeNull();
+    expect(cluster.core(3).status().lastDecidedCid).toBe(2);
+  });
+});

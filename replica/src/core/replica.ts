@@ -123,6 +123,8 @@ export interface CoreStatus {
   readonly oldestRetainedCid: number;
   /** Waiting for a checkpoint from state transfer (installCheckpoint / stateTransferFailed). */
   readonly awaitingStateTransfer: boolean;
+  /** After a lost disk: votes resume after this instance (-1: not known yet); null when voting normally. */
+  readonly amnesiaFloorCid: number | null;
   readonly dropped: Readonly<Partial<Record<DropReasonCode, number>>>;
 }
 
@@ -137,6 +139,11 @@ export interface CoreOptions {
   readonly base?: CheckpointBase;
   /** Records persisted by an earlier incarnation, in the order they were written. */
   readonly restore?: readonly PersistRecord[];
+  /**
+   * The replica lost its disk (started empty in a cluster that may have run before): it may have voted
+   * in instances it no longer remembers, so it votes in none of them (see amnesiaFloor).
+   */
+  readonly amnesic?: boolean;
   /** Only for tests that prove the checkers catch a broken protocol. */
   readonly quorumsOverride?: Quorums;
 }
@@ -202,6 +209,14 @@ export class ReplicaCore {
   private readonly prunedBy = new Map<ReplicaId, number>();
   private awaitingStateTransfer = false;
   private stateTransferOut: StateTransferNeed | null = null;
+  /**
+   * For a replica that lost its disk: the last instance it might have voted in before, or Infinity until
+   * it knows; null once its open instance is past it. It proposes, writes, accepts, and sends collects
+   * only in later instances, so it can never contradict a vote it forgot: such a vote was in an instance
+   * whose predecessor f+1 correct replicas accepted, so their decided instance is at most one behind it,
+   * and hearing n - f peers includes one of them (claims are their last decided instance, plus 2).
+   */
+  private amnesiaFloor: number | null = null;
 
   // Output, drained by ready()/advance().
   private persistOut: PersistRecord[] = [];
@@ -219,6 +234,7 @@ export class ReplicaCore {
     invariant(this.viewInfo.isMember(this.me), 'a replica core runs only for a member of its view');
     if (options.base) this.applyBase(options.base);
     if (options.restore) this.restore(options.restore);
+    if (options.amnesic === true) this.amnesiaFloor = Infinity;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -247,6 +263,7 @@ export class ReplicaCore {
       checkpointCid: this.checkpointCid,
       oldestRetainedCid: this.oldestRetainedCid(),
       awaitingStateTransfer: this.awaitingStateTransfer,
+      amnesiaFloorCid: this.amnesiaFloor === null ? null : Number.isFinite(this.amnesiaFloor) ? this.amnesiaFloor : -1,
       dropped: { ...this.dropped },
     };
   }
@@ -569,6 +586,7 @@ export class ReplicaCore {
 
   private maybePropose(): void {
     if (this.me !== this.leader || this.syncedRegency !== this.regency || this.pending.size === 0) return;
+    if (!this.mayVote()) return;
     if (this.instance.proposals.has(this.regency)) return;
     const start = this.regencyStart;
     if (start !== null && start.regency === this.regency) {
@@ -620,6 +638,7 @@ export class ReplicaCore {
     if (value === null) return this.drop(DropReason.BAD_BATCH);
     instance.proposals.set(regency, value.key);
     this.rememberValue(value);
+    if (!this.mayVote()) return;
     if (this.config.view.mode === 'crash') return this.acceptValue(regency, value);
     const previous = instance.writeSet.get(value.key);
     if (previous === undefined || previous < regency) {
@@ -684,6 +703,7 @@ export class ReplicaCore {
   }
 
   private acceptValue(regency: number, value: InstanceValue): void {
+    if (!this.mayVote()) return;
     const instance = this.instance;
     instance.sentAccept.add(regency);
     instance.acceptedRegency = regency;
@@ -926,6 +946,14 @@ export class ReplicaCore {
     this.stateTransferOut = { minCid: this.instance.cid };
   }
 
+  /** May this replica vote in its open instance? Always, unless it lost its disk and is not yet past what it forgot. */
+  private mayVote(): boolean {
+    if (this.amnesiaFloor === null) return true;
+    if (this.instance.cid <= this.amnesiaFloor) return false;
+    this.amnesiaFloor = null;
+    return true;
+  }
+
   private lagInstances(): number {
     const cids = [...this.peerCid.values()].sort((a, b) => b - a);
     const evidence = cids[this.quorums.includesCorrect - 1];
@@ -1018,6 +1046,12 @@ export class ReplicaCore {
 
   private onHeartbeat(from: ReplicaId, message: Heartbeat): void {
     this.notePeerAt(from, message.lastDecidedCid + 1);
+    if (this.amnesiaFloor === Infinity && this.peerCid.size >= this.quorums.collect) {
+      let highest = -1;
+      for (const cid of this.peerCid.values()) highest = Math.max(highest, cid);
+      // peerCid holds open instances (last decided + 1): + 1 more makes the claim's last decided + 2.
+      this.amnesiaFloor = highest + 1;
+    }
     if (message.regency > (this.peerRegency.get(from) ?? -1)) this.peerRegency.set(from, message.regency);
     if (from === this.leader && message.regency === this.regency && this.syncedRegency === this.regency) {
       this.lastLeaderContactTick = this.nowTick;
@@ -1044,6 +1078,7 @@ export class ReplicaCore {
       const stop: Stop = { type: MessageType.STOP, view, regency: this.myStopTarget, requests: [] };
       this.messagesOut.push({ to: 'others', message: stop });
     }
+    if (!this.mayVote()) return;
     if (this.syncedRegency < this.regency) {
       // A replica restored in the middle of a leader change rebuilds the STOPDATA it had sent.
       this.myStopData ??= this.makeStopData(this.regency);
@@ -1129,9 +1164,12 @@ export class ReplicaCore {
     this.stopDataValues.clear();
     this.syncSent = null;
     this.pending.restartAllTimers(this.nowTick);
-    this.myStopData = this.makeStopData(target);
-    if (this.me === this.leader) this.onStopDataVerified(this.me, this.myStopData);
-    else this.messagesOut.push({ to: this.leader, message: this.myStopData });
+    this.myStopData = null;
+    if (this.mayVote()) {
+      this.myStopData = this.makeStopData(target);
+      if (this.me === this.leader) this.onStopDataVerified(this.me, this.myStopData);
+      else this.messagesOut.push({ to: this.leader, message: this.myStopData });
+    }
     this.drainFuture();
   }
 
@@ -1246,6 +1284,7 @@ export class ReplicaCore {
 
   private tryBuildSync(): void {
     if (this.me !== this.leader || this.syncedRegency === this.regency) return;
+    if (!this.mayVote()) return;
     if (this.stopData.size < this.quorums.collect) return;
     const received = [...this.stopData.entries()].sort((a, b) => a[0] - b[0]).map(([, data]) => data);
     let cid = 0;

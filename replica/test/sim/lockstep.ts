@@ -66,16 +66,16 @@ export class LockstepCluster {
     }
   }
 
-  private makeCore(id: number, restore?: readonly PersistRecord[]): ReplicaCore {
+  private makeCore(id: number, restore?: readonly PersistRecord[], amnesic = false): ReplicaCore {
     const config = makeCoreConfig(id, this.view, { ...lockstepTiming, ...this.overrides });
-    return new ReplicaCore(config, this.keys.cryptoFor(id), restore ? { restore } : {});
+    return new ReplicaCore(config, this.keys.cryptoFor(id), { ...(restore ? { restore } : {}), ...(amnesic ? { amnesic } : {}) });
   }
 
-  /** Lose the process and the disk: the replica starts again with nothing. */
+  /** Lose the process and the disk: the replica starts again with nothing, knowing that it forgot. */
   wipe(id: number): void {
     this.disks.set(id, []);
     this.deliveries.set(id, []);
-    this.cores.set(id, this.makeCore(id));
+    this.cores.set(id, this.makeCore(id, undefined, true));
   }
 
   core(id: number): ReplicaCore {
