@@ -180,6 +180,31 @@ export const limits = {
   /** One attempt at one chunk that takes longer is abandoned and counts as failed (the default, and the ceiling). */
   checkpointChunkFetchTimeoutMsDefault: 30_000,
   checkpointChunkFetchTimeoutMsMax: 600_000,
+  // State transfer (replica/src/runtime/state-transfer.ts).
+  /** Chunk reads one peer may have us doing at once; beyond, its CHUNK_REQUESTs drop (it asks another replica). */
+  stateTransferChunkReadsPerPeerMax: 8,
+  /** Chunk reads for all peers at once: what serving holds in memory is at most this many chunks. */
+  stateTransferChunkReadsMax: 16,
+  /** A peer's CHECKPOINT_REQUESTs are answered at most once per this interval; the rest drop (answers are large). */
+  stateTransferOfferAnswerIntervalMs: 100,
+  /** Chunk-hash bytes in one CHECKPOINT_OFFER answer; older checkpoints are left out past it (fits messageBytesMax). */
+  stateTransferOfferHashBytesMax: 8 * mebibyte,
+  /** Offers kept per peer while collecting (its newest); the rest of its answer is ignored. */
+  stateTransferOffersPerPeerMax: 4,
+  /** A fetch re-asks every replica for offers this often until some checkpoint has its quorum. */
+  stateTransferOfferRetryMs: 1_000,
+  /** A fetch that finds no checkpoint attested by its quorum within this long fails (the default, and the ceiling). */
+  stateTransferOfferWaitMsDefault: 30_000,
+  stateTransferOfferWaitMsMax: 600_000,
+  // The execute stage (replica/src/service/service-host.ts) and streamed snapshots (service.ts).
+  /** Largest piece a service snapshot or the reply cache is cut into; a reader accepts pieces of any size. */
+  snapshotPieceBytesMax: mebibyte,
+  /** Snapshot pieces a service worker sends ahead of the consumer's acknowledgements (either direction). */
+  snapshotPiecesAheadMax: 4,
+  /** Decided batches handed to the execute stage and not yet executed; at the bound the driver waits. */
+  executeQueueBatchesMax: 32,
+  /** Unordered reads and cached-reply look-ups queued in the execute stage; beyond it reads are shed (BUSY). */
+  executeQueueReadsMax: 4096,
 } as const;
 
 export type Limits = typeof limits;

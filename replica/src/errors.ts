@@ -31,6 +31,14 @@ export const errorCodes = {
   BFT_ERR_CHECKPOINT_MANIFEST_INVALID: 'a checkpoint manifest is malformed or inconsistent; obtain one that f+1 replicas attest',
   BFT_ERR_CHECKPOINT_TRANSFER_FAILED:
     'a state transfer could not get a chunk matching its manifest within its attempts; retry the state transfer later or from other replicas',
+  BFT_ERR_STATE_TRANSFER_NO_QUORUM:
+    'no checkpoint was attested by enough replicas in time; check that f+1 replicas (crash mode: 1) are up, reachable and hold a checkpoint, then retry',
+  BFT_ERR_STATE_TRANSFER_BUSY: 'a state transfer is already running; wait for it to finish before starting another',
+  BFT_ERR_STATE_TRANSFER_ABORTED: 'the state transfer was aborted by its caller; nothing was installed',
+  BFT_ERR_SERVICE_FAILED:
+    'the service threw while executing, or its worker died: the state is no longer trustworthy; fix the service, then restart the replica (it recovers from its log or its peers)',
+  BFT_ERR_DATA_DIR_LOCKED:
+    'another replica process is using the data directory; stop it first (two processes on one log would corrupt it)',
 } as const;
 
 export type ErrorCode = keyof typeof errorCodes;

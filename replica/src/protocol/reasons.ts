@@ -30,6 +30,17 @@ export const DropReason = {
   WRONG_CLIENT: 'wrong_client',
   MISDIRECTED: 'misdirected',
   RATE_LIMITED: 'rate_limited',
+  // State transfer (runtime/state-transfer.ts).
+  /** An answer (offer, chunk) to nothing we asked that peer for. */
+  UNSOLICITED: 'unsolicited',
+  /** A checkpoint offer whose manifest is inconsistent (sizes, hash count, part codes). */
+  BAD_MANIFEST: 'bad_manifest',
+  /** A validly signed offer for the chosen instance whose manifest differs from the one the quorum attests. */
+  CONFLICTING_MANIFEST: 'conflicting_manifest',
+  /** A chunk whose bytes do not match the attested manifest's hash. */
+  BAD_CHUNK: 'bad_chunk',
+  /** A chunk request beyond our bounds on chunk reads in flight (per peer or in total). */
+  SERVING_FULL: 'serving_full',
 } as const;
 
 export type DropReasonCode = (typeof DropReason)[keyof typeof DropReason];

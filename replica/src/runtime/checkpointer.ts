@@ -1,0 +1,166 @@
+// Checkpoints of the replicated state (DESIGN §5): the core's schedule says when, the service host
+// streams what (its snapshot and the reply cache), the checkpoint store keeps it in verified chunks, and
+// the write-ahead log forgets what the checkpoint covers. The same parts come back on a restart (from
+// the replica's own store) and after a state transfer (from a checkpoint fetched into the store).
+
+import { Packr } from 'msgpackr';
+import type { Logger } from 'pino';
+import type { CheckpointBase } from '../core/replica.ts';
+import type { View } from '../core/view.ts';
+import { BftError, invariant } from '../errors.ts';
+import { plainMsgpackOptions } from '../protocol/codec.ts';
+import type { CheckpointStore, Manifest } from '../storage/checkpoint-store.ts';
+
+/** The checkpoint side of the service host (service/service-host.ts). */
+export interface CheckpointableHost {
+  /** The state after every execution requested before this call, as the parts `service` then `replies`. */
+  snapshot(): Promise<{ readonly service: AsyncIterable<Uint8Array>; readonly replies: AsyncIterable<Uint8Array> }>;
+  /** Replace the state; resolves with each client's last executed sequence number. */
+  install(parts: { readonly service: AsyncIterable<Uint8Array>; readonly replies: AsyncIterable<Uint8Array> }): Promise<Array<[string, number]>>;
+}
+
+/** The log's side: forget what a checkpoint covers. Absent with durability "none". */
+export interface TruncatableLog {
+  truncateBefore(decidedCid: number): Promise<unknown>;
+}
+
+export interface CheckpointerOptions {
+  readonly me: number;
+  readonly view: View;
+  readonly store: CheckpointStore;
+  readonly host: CheckpointableHost;
+  readonly log?: TruncatableLog;
+  readonly logger?: Logger;
+  /** Called after each checkpoint is published (metrics). */
+  readonly onCheckpoint?: (manifest: Manifest, durationMs: number) => void;
+  readonly now?: () => number;
+}
+
+export interface CheckpointerStatus {
+  /** The newest checkpoint on disk, or null. */
+  readonly latest: { readonly cid: number; readonly totalBytes: number; readonly chunks: number } | null;
+  /** The checkpoint being written, or null. */
+  readonly writing: number | null;
+  readonly taken: number;
+  readonly lastDurationMs: number | null;
+  readonly failures: number;
+}
+
+const viewPacker = new Packr({ ...plainMsgpackOptions, copyBuffers: true });
+
+/** The view part of a checkpoint: what the replicated state says the membership is. */
+export function encodeViewPart(view: View): Uint8Array {
+  return viewPacker.pack({ number: view.number, mode: view.mode, f: view.f, members: [...view.members] });
+}
+
+export class Checkpointer {
+  private readonly options: CheckpointerOptions;
+  private readonly now: () => number;
+  /** Checkpoints one at a time, in schedule order. */
+  private tail: Promise<unknown> = Promise.resolve();
+  private writing: number | null = null;
+  private taken = 0;
+  private failures = 0;
+  private lastDurationMs: number | null = null;
+
+  constructor(options: CheckpointerOptions) {
+    this.options = options;
+    this.now = options.now ?? (() => performance.now());
+  }
+
+  /**
+   * Checkpoint the state of instance `cid`. Call it right after the host was asked to execute instance
+   * `cid` and before it is asked for anything later: the host takes the snapshot in that order. A
+   * failure is logged and counted, never fatal: the previous checkpoint and the log still cover the state.
+   */
+  take(cid: number): Promise<Manifest | null> {
+    const started = this.now();
+    // Asked for now, synchronously, so that the host orders the snapshot right after instance cid.
+    const parts = this.options.host.snapshot();
+    const run = this.tail.then(async () => {
+      this.writing = cid;
+      try {
+        const { service, replies } = await parts;
+        const { store, view, me } = this.options;
+        const manifest = await store.write(
+          cid,
+          view.number,
+          [
+            { name: 'service', source: service },
+            { name: 'replies', source: replies },
+            { name: 'view', source: encodeViewPart(view) },
+          ],
+          me,
+        );
+        // The checkpoint is durable: the log before it is no longer needed to recover.
+        if (this.options.log) await this.options.log.truncateBefore(cid + 1);
+        const durationMs = Math.round(this.now() - started);
+        this.taken += 1;
+        this.lastDurationMs = durationMs;
+        this.options.logger?.info({ cid, totalBytes: manifest.totalBytes, chunks: manifest.chunkHashes.length, durationMs }, 'checkpoint taken');
+        this.options.onCheckpoint?.(manifest, durationMs);
+        return manifest;
+      } catch (error) {
+        this.failures += 1;
+        // The snapshot streams must be drained or the host stays paused: consume and drop what is left.
+        await drain(parts);
+        this.options.logger?.error({ err: error, cid }, 'checkpoint failed; the log still covers the state');
+        return null;
+      } finally {
+        this.writing = null;
+      }
+    });
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Load the newest checkpoint in the store into the host: the base the core starts from, or null if none. */
+  async restoreLatest(): Promise<CheckpointBase | null> {
+    const latest = this.options.store.latest();
+    if (latest === null) return null;
+    return this.installFromStore(latest);
+  }
+
+  /** Load checkpoint `manifest` (in the store: taken here, or fetched by state transfer) into the host. */
+  async installFromStore(manifest: Manifest): Promise<CheckpointBase> {
+    const { store, host } = this.options;
+    invariant(manifest.parts[0]?.name === 'service', 'a checkpoint starts with the service part');
+    try {
+      const clientSeqs = await host.install({ service: store.readPart(manifest.cid, 'service'), replies: store.readPart(manifest.cid, 'replies') });
+      this.options.logger?.info({ cid: manifest.cid, totalBytes: manifest.totalBytes, clients: clientSeqs.length }, 'checkpoint installed into the service');
+      return { cid: manifest.cid, clientSeqs };
+    } catch (cause) {
+      throw new BftError(
+        'BFT_ERR_CHECKPOINT_CORRUPT',
+        `checkpoint ${manifest.cid} in ${store.dir} could not be installed into the service; move the data directory away and let the replica recover from its peers`,
+        { cause },
+      );
+    }
+  }
+
+  /** Wait for checkpoints being written (before closing the store). */
+  async idle(): Promise<void> {
+    await this.tail;
+  }
+
+  status(): CheckpointerStatus {
+    const latest = this.options.store.latest();
+    return {
+      latest: latest === null ? null : { cid: latest.cid, totalBytes: latest.totalBytes, chunks: latest.chunkHashes.length },
+      writing: this.writing,
+      taken: this.taken,
+      lastDurationMs: this.lastDurationMs,
+      failures: this.failures,
+    };
+  }
+}
+
+async function drain(parts: Promise<{ readonly service: AsyncIterable<Uint8Array>; readonly replies: AsyncIterable<Uint8Array> }>): Promise<void> {
+  try {
+    const { service, replies } = await parts;
+    for await (const _piece of service);
+    for await (const _piece of replies);
+  } catch {
+    // Nothing more to release.
+  }
+}
