@@ -101,7 +101,7 @@ export class LocalCluster {
         },
         listen: { host: replica.host, port: replica.port, adminHost: replica.host, adminPort },
         keysDir: this.keysDir,
-        dataDir: join(this.options.dir, `data-${replica.id}`),
+        dataDir: this.dataDir(replica.id),
         durability: this.options.durability ?? 'fsync',
         requireSignedRequests: this.options.requireSignedRequests ?? false,
         logLevel: this.options.logLevel ?? 'info',
@@ -113,14 +113,17 @@ export class LocalCluster {
     }
   }
 
-  /** Spawn one replica process (again, after a kill); its output goes to its log file. */
-  start(id: number): ChildProcess {
+  /**
+   * Spawn one replica process (again, after a kill); its output goes to its log file. A replica whose
+   * disk was wiped while the cluster ran must be started with `joinsRunningCluster`.
+   */
+  start(id: number, options: { readonly joinsRunningCluster?: boolean } = {}): ChildProcess {
     const replica = this.replica(id);
     if (replica.process !== null && replica.process.exitCode === null) return replica.process;
     const log = createWriteStream(replica.logFile, { flags: 'a' });
     const child = spawn(process.execPath, [mainScript, 'replica', '--config', replica.configFile], {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env },
+      env: { ...process.env, ...(options.joinsRunningCluster === true ? { BFTKUBE_JOINS_RUNNING_CLUSTER: 'true' } : {}) },
     });
     // Two sources share one file: neither may end it, or the other's late output is a write after end.
     child.stdout?.pipe(log, { end: false });
@@ -170,6 +173,19 @@ export class LocalCluster {
       if (Date.now() > deadline) throw new BftError('BFT_ERR_CONFIG_INVALID', `replica ${id} not ready after ${timeoutMs} ms; see ${replica.logFile}`);
       await new Promise((r) => setTimeout(r, 100));
     }
+  }
+
+  dataDir(id: number): string {
+    return join(this.options.dir, `data-${this.replica(id).id}`);
+  }
+
+  /** Lose a stopped replica's disk: its log, checkpoints and lock. */
+  async wipe(id: number): Promise<void> {
+    const child = this.replica(id).process;
+    if (child !== null && child.exitCode === null) {
+      throw new BftError('BFT_ERR_DATA_DIR_LOCKED', `replica ${id} is running; stop or kill it before wiping its data directory`);
+    }
+    await rm(this.dataDir(id), { recursive: true, force: true });
   }
 
   /** kill -9: no goodbye, no flush. */

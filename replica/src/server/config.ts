@@ -21,6 +21,7 @@
 //   service.module          BFTKUBE_SERVICE_MODULE        logLevel                 BFTKUBE_LOG_LEVEL
 //   checkpoint.periodInstances  BFTKUBE_CHECKPOINT_PERIOD_INSTANCES
 //   checkpoint.periodBytes      BFTKUBE_CHECKPOINT_PERIOD_BYTES
+//   joinsRunningCluster         BFTKUBE_JOINS_RUNNING_CLUSTER
 //
 // Integers are written in decimal, booleans as `true` or `false`. The members list and service.config
 // are not scalars and come from the file only. A variable that starts like a section of the
@@ -75,6 +76,12 @@ export interface ReplicaConfig {
   readonly keysDir: string;
   readonly dataDir: string;
   readonly durability: Durability;
+  /**
+   * This replica joins a cluster that has run before (it replaces a replica whose disk was lost, or is a
+   * new member): if its data directory is empty, it may have voted from a disk it no longer has, so it
+   * votes in none of the instances it could have voted in. False for the replicas that start a cluster.
+   */
+  readonly joinsRunningCluster: boolean;
   readonly batch: { readonly requestsMax: number; readonly bytesMax: number };
   /** Checkpoint after this many decided instances or bytes of decided batches, whichever comes first. */
   readonly checkpoint: { readonly periodInstances: number; readonly periodBytes: number };
@@ -183,6 +190,7 @@ export const replicaConfigFileSchema = section({
   keysDir: nonEmptyPath,
   dataDir: nonEmptyPath,
   durability: oneOf(durabilityModes).default(configDefaults.durability),
+  joinsRunningCluster: z.boolean({ error: 'must be true or false' }).default(false),
   batch: section({
     requestsMax: integer(1, limits.batchRequestsMax).default(configDefaults.batchRequestsMax),
     bytesMax: integer(1024, limits.batchBytesMax).default(configDefaults.batchBytesMax),
@@ -227,6 +235,7 @@ const scalarFields: ReadonlyArray<readonly [path: string, kind: ScalarKind]> = [
   ['keysDir', 'string'],
   ['dataDir', 'string'],
   ['durability', 'string'],
+  ['joinsRunningCluster', 'boolean'],
   ['batch.requestsMax', 'integer'],
   ['batch.bytesMax', 'integer'],
   ['checkpoint.periodInstances', 'integer'],
