@@ -28,11 +28,38 @@ describe('ReplicaMetrics', () => {
       ['bftkube_dropped_inputs_total', 'counter'],
       ['bftkube_replica_connections', 'gauge'],
       ['bftkube_busy_replies_total', 'counter'],
+      ['bftkube_checkpoints_total', 'counter'],
+      ['bftkube_checkpoint_failures_total', 'counter'],
+      ['bftkube_checkpoint_duration_seconds', 'histogram'],
+      ['bftkube_checkpoint_cid', 'gauge'],
+      ['bftkube_checkpoint_bytes', 'gauge'],
+      ['bftkube_state_transfers_total', 'counter'],
+      ['bftkube_state_transfer_bytes_total', 'counter'],
+      ['bftkube_state_transfer_chunks_total', 'counter'],
+      ['bftkube_state_transfer_duration_seconds', 'histogram'],
     ];
     for (const [name, type] of types) {
       expect(text.split('\n'), name).toContain(`# TYPE ${name} ${type}`);
       expect(text, name).toMatch(new RegExp(`^# HELP ${name} \\S`, 'm'));
     }
+  });
+
+  it('counts checkpoints and state transfers, and the newest checkpoint either way', async () => {
+    const registry = new Registry();
+    const metrics = new ReplicaMetrics(registry);
+    metrics.checkpointed(99, 4096, 250);
+    let text = await registry.metrics();
+    expect(sample(text, 'bftkube_checkpoints_total')).toBe(1);
+    expect(sample(text, 'bftkube_checkpoint_cid')).toBe(99);
+    expect(sample(text, 'bftkube_checkpoint_duration_seconds_sum')).toBe(0.25);
+    metrics.stateTransferred('installed', { bytes: 8192, chunks: 2, durationMs: 1500, cid: 199, totalBytes: 8192 });
+    metrics.stateTransferred('failed', { bytes: 100, chunks: 0, durationMs: 30_000 });
+    text = await registry.metrics();
+    expect(sample(text, 'bftkube_state_transfers_total{outcome="installed"}')).toBe(1);
+    expect(sample(text, 'bftkube_state_transfers_total{outcome="failed"}')).toBe(1);
+    expect(sample(text, 'bftkube_state_transfer_bytes_total')).toBe(8292);
+    expect(sample(text, 'bftkube_checkpoint_cid')).toBe(199);
+    expect(sample(text, 'bftkube_checkpoint_bytes')).toBe(8192);
   });
 
   it('starts labelled series at zero for every known kind, stage, drop reason and BUSY reason', async () => {

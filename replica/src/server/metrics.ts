@@ -36,6 +36,9 @@ function batchSizeBuckets(): number[] {
 }
 
 /** 100 µs to 10 s: loopback requests take well under a millisecond, a leader change takes seconds. */
+/** 10 ms to 30 min: a checkpoint or a state transfer takes from a moment to many minutes with the state's size. */
+const stateBucketsSeconds = [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800];
+
 const latencyBucketsSeconds = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 export class ReplicaMetrics {
@@ -51,6 +54,15 @@ export class ReplicaMetrics {
   readonly droppedInputs: Counter<'reason'>;
   readonly replicaConnections: Gauge;
   readonly busyReplies: Counter<'reason'>;
+  readonly checkpointsTaken: Counter;
+  readonly checkpointFailures: Counter;
+  readonly checkpointDuration: Histogram;
+  readonly checkpointCid: Gauge;
+  readonly checkpointBytes: Gauge;
+  readonly stateTransfers: Counter<'outcome'>;
+  readonly stateTransferBytes: Counter;
+  readonly stateTransferChunks: Counter;
+  readonly stateTransferDuration: Histogram;
   // Reasons are our own strings, but a bound keeps a bug from growing the exposition without end.
   private readonly droppedReasons = new Set<string>();
   private readonly busyReasons = new Set<string>();
@@ -121,11 +133,79 @@ export class ReplicaMetrics {
       registers,
     });
 
+    this.checkpointsTaken = new Counter({
+      name: `${metricPrefix}checkpoints_total`,
+      help: 'Checkpoints of the replicated state this replica wrote.',
+      registers,
+    });
+    this.checkpointFailures = new Counter({
+      name: `${metricPrefix}checkpoint_failures_total`,
+      help: 'Checkpoints that could not be written (the log still covers the state; see the log for why).',
+      registers,
+    });
+    this.checkpointDuration = new Histogram({
+      name: `${metricPrefix}checkpoint_duration_seconds`,
+      help: 'Time from the snapshot being asked for to the checkpoint being durable.',
+      buckets: stateBucketsSeconds,
+      registers,
+    });
+    this.checkpointCid = new Gauge({
+      name: `${metricPrefix}checkpoint_cid`,
+      help: 'The consensus id of the newest checkpoint on disk (written or installed).',
+      registers,
+    });
+    this.checkpointBytes = new Gauge({
+      name: `${metricPrefix}checkpoint_bytes`,
+      help: 'Size of the newest checkpoint on disk.',
+      registers,
+    });
+    this.stateTransfers = new Counter({
+      name: `${metricPrefix}state_transfers_total`,
+      help: 'State transfers this replica ran, by outcome (installed, failed).',
+      labelNames: ['outcome'],
+      registers,
+    });
+    this.stateTransferBytes = new Counter({
+      name: `${metricPrefix}state_transfer_bytes_total`,
+      help: 'Checkpoint bytes fetched from other replicas by state transfer.',
+      registers,
+    });
+    this.stateTransferChunks = new Counter({
+      name: `${metricPrefix}state_transfer_chunks_total`,
+      help: 'Checkpoint chunks installed by state transfer.',
+      registers,
+    });
+    this.stateTransferDuration = new Histogram({
+      name: `${metricPrefix}state_transfer_duration_seconds`,
+      help: 'Duration of each state transfer, from asking for offers to the checkpoint being installed.',
+      buckets: stateBucketsSeconds,
+      registers,
+    });
+
     // Known label values start at zero, so that rate() and alerts see a series before its first event.
     for (const kind of ['ordered', 'unordered'] as const) this.requestsExecuted.inc({ kind }, 0);
     for (const stage of Object.values(QueueStage)) this.queueDepth.set({ stage }, 0);
     for (const reason of Object.values(DropReason)) this.dropped(reason, 0);
     for (const reason of Object.values(BusyReason)) this.busy(reason, 0);
+    for (const outcome of ['installed', 'failed']) this.stateTransfers.inc({ outcome }, 0);
+  }
+
+  checkpointed(cid: number, totalBytes: number, durationMs: number): void {
+    this.checkpointsTaken.inc();
+    this.checkpointDuration.observe(durationMs / 1000);
+    this.checkpointCid.set(cid);
+    this.checkpointBytes.set(totalBytes);
+  }
+
+  stateTransferred(outcome: 'installed' | 'failed', transfer: { bytes: number; chunks: number; durationMs: number; cid?: number; totalBytes?: number }): void {
+    this.stateTransfers.inc({ outcome });
+    this.stateTransferBytes.inc(transfer.bytes);
+    this.stateTransferChunks.inc(transfer.chunks);
+    this.stateTransferDuration.observe(transfer.durationMs / 1000);
+    if (outcome === 'installed' && transfer.cid !== undefined) {
+      this.checkpointCid.set(transfer.cid);
+      if (transfer.totalBytes !== undefined) this.checkpointBytes.set(transfer.totalBytes);
+    }
   }
 
   /** An instance was decided with a batch of `requests` client requests. */
