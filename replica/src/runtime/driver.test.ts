@@ -8,33 +8,55 @@ import { ReplicaCore } from '../core/replica.ts';
 import type { View } from '../core/view.ts';
 import { decodeMessage, encodeMessage } from '../protocol/codec.ts';
 import { type Message, MessageType } from '../protocol/messages.ts';
+import { fileURLToPath } from 'node:url';
+import type { Delivery } from '../core/ready.ts';
 import { Executor } from '../service/executor.ts';
-import type { OrderedOperation, Service } from '../service/service.ts';
+import { AppendLogService } from '../service/fixtures/append-log-service.ts';
+import { type EncodedReply, InlineServiceHost, type ServiceHost, WorkerServiceHost } from '../service/service-host.ts';
 import { type PeerIdentity, ReplicaDriver, type SignaturePreparer } from './driver.ts';
 import { VolatileStorage } from './storage.ts';
 
 const utf8 = new TextEncoder();
 const text = new TextDecoder();
+const appendLogModule = fileURLToPath(new URL('../service/fixtures/append-log-service.ts', import.meta.url));
 
-class AppendLog implements Service {
-  length = 0;
-  executeOrdered(operations: readonly OrderedOperation[]) {
-    return operations.map((op) => utf8.encode(`${++this.length}:${text.decode(op.operation)}`));
+function inlineHost(config: { throwOn?: string } = {}): ServiceHost {
+  const service = new AppendLogService(config);
+  return new InlineServiceHost(service, new Executor(service));
+}
+
+/** Holds every batch until released, as a slow service would: the driver must not wait for it. */
+class GatedHost extends InlineServiceHost {
+  private gate: Promise<void>;
+  open!: () => void;
+  constructor() {
+    const service = new AppendLogService();
+    super(service, new Executor(service));
+    this.gate = new Promise((resolve) => {
+      this.open = resolve;
+    });
   }
-  executeUnordered() {
-    return utf8.encode(`length ${this.length}`);
+  override async execute(delivery: Delivery, viewNumber: number): Promise<readonly EncodedReply[]> {
+    const executed = super.execute(delivery, viewNumber);
+    await this.gate;
+    return executed;
   }
-  snapshot() {
-    return new Uint8Array();
-  }
-  installSnapshot() {}
 }
 
 interface Cluster {
   drivers: Map<number, ReplicaDriver>;
+  cores: Map<number, ReplicaCore>;
+  hosts: Map<number, ServiceHost>;
   replies: Array<{ from: number; message: Message }>;
+  fatal: Array<{ id: number; error: unknown }>;
   send(clientId: string, message: Message): void;
   stop(): Promise<void>;
+}
+
+interface ClusterOptions {
+  preparer?: (id: number) => SignaturePreparer;
+  verifyingMax?: number;
+  host?: (id: number) => ServiceHost | Promise<ServiceHost>;
 }
 
 let running: Cluster | null = null;
@@ -43,22 +65,28 @@ afterEach(async () => {
   running = null;
 });
 
-function startCluster(preparer?: (id: number) => SignaturePreparer, verifyingMax?: number): Cluster {
+async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
+  const { preparer, verifyingMax } = options;
   const view: View = { number: 0, mode: 'bft', f: 1, members: [0, 1, 2, 3] };
   const keys = new SimKeys(new Rng(3));
   const drivers = new Map<number, ReplicaDriver>();
+  const cores = new Map<number, ReplicaCore>();
+  const hosts = new Map<number, ServiceHost>();
   const replies: Cluster['replies'] = [];
+  const fatal: Cluster['fatal'] = [];
   const deliver = (to: number, from: PeerIdentity, payload: Uint8Array) =>
     setImmediate(() => drivers.get(to)?.receive(from, payload));
   for (const id of view.members) {
     const core = new ReplicaCore(makeCoreConfig(id, view, { requestTimeoutTicks: 50 }), keys.cryptoFor(id));
-    const service = new AppendLog();
+    const host = await (options.host ?? (() => inlineHost()))(id);
+    cores.set(id, core);
+    hosts.set(id, host);
     const driver = new ReplicaDriver({
       me: id,
       view,
       core,
-      service,
-      executor: new Executor(service),
+      host,
+      onFatal: (error) => fatal.push({ id, error }),
       storage: new VolatileStorage(),
       tickMs: 10,
       network: {
@@ -76,12 +104,16 @@ function startCluster(preparer?: (id: number) => SignaturePreparer, verifyingMax
   }
   const cluster: Cluster = {
     drivers,
+    cores,
+    hosts,
     replies,
+    fatal,
     send: (clientId, message) => {
       for (const id of view.members) deliver(id, { kind: 'client', id: clientId }, encodeMessage(message));
     },
     stop: async () => {
       for (const driver of drivers.values()) await driver.stop();
+      for (const host of hosts.values()) await host.close();
     },
   };
   running = cluster;
@@ -106,7 +138,7 @@ function repliesFor(cluster: Cluster, seq: number): string[] {
 
 describe('replica driver', () => {
   it('orders, executes and answers requests: every replica replies with the same result', async () => {
-    const cluster = startCluster();
+    const cluster = await startCluster();
     for (let seq = 1; seq <= 5; seq++) {
       cluster.send('alice', request('alice', seq));
       await until(() => repliesFor(cluster, seq).length === 4);
@@ -115,8 +147,56 @@ describe('replica driver', () => {
     for (const driver of cluster.drivers.values()) expect(driver.status().executedRequests).toBe(5);
   });
 
+  it('executes in worker threads: same replies, reads after writes, re-sent requests from the cache', async () => {
+    const cluster = await startCluster({ host: () => WorkerServiceHost.start({ service: { module: appendLogModule }, clientInFlightMax: 8 }) });
+    for (let seq = 1; seq <= 3; seq++) cluster.send('walt', request('walt', seq));
+    await until(() => repliesFor(cluster, 3).length === 4);
+    expect(new Set(repliesFor(cluster, 3))).toEqual(new Set(['3:walt3']));
+    cluster.send('walt', request('walt', 3));
+    await until(() => repliesFor(cluster, 3).length === 8);
+    expect(new Set(repliesFor(cluster, 3))).toEqual(new Set(['3:walt3']));
+    cluster.send('walt', request('walt', 4, false));
+    await until(() => repliesFor(cluster, 4).length === 4);
+    expect(new Set(repliesFor(cluster, 4))).toEqual(new Set(['length 3']));
+    for (const driver of cluster.drivers.values()) expect(driver.status().executedRequests).toBe(3);
+  });
+
+  it('keeps ordering while batches execute, and sends their replies, in order, when they complete', async () => {
+    const gated = new Map<number, GatedHost>();
+    const cluster = await startCluster({
+      host: (id) => {
+        const host = new GatedHost();
+        gated.set(id, host);
+        return host;
+      },
+    });
+    for (let seq = 1; seq <= 3; seq++) cluster.send('gina', request('gina', seq));
+    await until(() => [...cluster.cores.values()].every((core) => core.status().lastDecidedCid >= 0 && core.status().pendingRequests === 0));
+    expect(cluster.replies).toEqual([]);
+    for (const driver of cluster.drivers.values()) expect(driver.status().executingBatches).toBeGreaterThan(0);
+    for (const host of gated.values()) host.open();
+    await until(() => repliesFor(cluster, 3).length === 4);
+    for (const id of cluster.drivers.keys()) {
+      const seqs = cluster.replies.flatMap((r) => (r.from === id && r.message.type === MessageType.REPLY ? [r.message.seq] : []));
+      expect(seqs).toEqual([1, 2, 3]);
+    }
+  });
+
+  it('stops the replica when the service fails on a decided batch (onFatal), and sends nothing more', async () => {
+    const cluster = await startCluster({ host: () => inlineHost({ throwOn: 'frank2' }) });
+    cluster.send('frank', request('frank', 1));
+    await until(() => repliesFor(cluster, 1).length === 4);
+    cluster.send('frank', request('frank', 2));
+    await until(() => cluster.fatal.length === 4);
+    expect(cluster.fatal.map((f) => (f.error as { code?: string }).code)).toEqual(Array(4).fill('BFT_ERR_SERVICE_FAILED'));
+    cluster.send('frank', request('frank', 3));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(repliesFor(cluster, 2)).toEqual([]);
+    expect(repliesFor(cluster, 3)).toEqual([]);
+  });
+
   it('answers a re-sent request from the reply cache without executing it again', async () => {
-    const cluster = startCluster();
+    const cluster = await startCluster();
     cluster.send('bob', request('bob', 1));
     await until(() => repliesFor(cluster, 1).length === 4);
     cluster.send('bob', request('bob', 1));
@@ -126,14 +206,14 @@ describe('replica driver', () => {
   });
 
   it('runs unordered requests without consensus', async () => {
-    const cluster = startCluster();
+    const cluster = await startCluster();
     cluster.send('carol', request('carol', 1, false));
     await until(() => repliesFor(cluster, 1).length === 4);
     expect(new Set(repliesFor(cluster, 1))).toEqual(new Set(['length 0']));
   });
 
   it('refuses an unordered request in another client\'s name', async () => {
-    const cluster = startCluster();
+    const cluster = await startCluster();
     for (const id of cluster.drivers.keys()) {
       cluster.drivers.get(id)?.receive({ kind: 'client', id: 'mallory' }, encodeMessage(request('carol', 1, false)));
     }
@@ -144,9 +224,9 @@ describe('replica driver', () => {
 
   it('steps messages only after their signatures were prepared, whatever order preparation finishes in', async () => {
     const rng = new Rng(9);
-    const cluster = startCluster(() => ({
-      prepare: () => new Promise<void>((resolve) => setTimeout(resolve, rng.int(0, 8))),
-    }));
+    const cluster = await startCluster({
+      preparer: () => ({ prepare: () => new Promise<void>((resolve) => setTimeout(resolve, rng.int(0, 8))) }),
+    });
     for (let seq = 1; seq <= 3; seq++) cluster.send('dave', request('dave', seq));
     await until(() => repliesFor(cluster, 3).length === 4);
     expect(new Set(repliesFor(cluster, 3))).toEqual(new Set(['3:dave3']));
@@ -154,7 +234,7 @@ describe('replica driver', () => {
 
   it('sheds load when the verify stage is full: clients get BUSY, nothing is queued without bound', async () => {
     const pending: Array<() => void> = [];
-    const cluster = startCluster(() => ({ prepare: () => new Promise<void>((resolve) => pending.push(resolve)) }), 2);
+    const cluster = await startCluster({ preparer: () => ({ prepare: () => new Promise<void>((resolve) => pending.push(resolve)) }), verifyingMax: 2 });
     for (let seq = 1; seq <= 4; seq++) cluster.send('erin', request('erin', seq));
     await until(() => cluster.replies.filter((r) => r.message.type === MessageType.BUSY).length === 8);
     for (const driver of cluster.drivers.values()) {

@@ -1,9 +1,12 @@
 // The driver around the pure core (DESIGN §1): frames in → decode and validate → verify signatures in
 // the pool → step the core → persist → send → execute → reply. Each stage is bounded; over its bound
 // the driver sheds load (BUSY to clients, counted drops for replicas, which retransmit) instead of
-// queueing without end.
+// queueing without end. Execution runs in the service host (a worker thread in the process): the flush
+// loop hands it decided batches and moves on, and sends each batch's replies when the batch completes;
+// it waits for the host only when the host's queue is at its bound.
 
 import { limits } from '../constants.ts';
+import type { Delivery } from '../core/ready.ts';
 import type { ReplicaCore } from '../core/replica.ts';
 import type { View } from '../core/view.ts';
 import { decodeMessage, encodeMessage } from '../protocol/codec.ts';
@@ -17,8 +20,8 @@ import {
 } from '../protocol/messages.ts';
 import { clientIdentityOf } from '../protocol/client-id.ts';
 import type { DropReasonCode } from '../protocol/reasons.ts';
-import type { Executor } from '../service/executor.ts';
-import type { Service } from '../service/service.ts';
+import { BftError } from '../errors.ts';
+import type { EncodedReply, ServiceHost } from '../service/service-host.ts';
 import type { Storage } from './storage.ts';
 
 export type PeerIdentity = { readonly kind: 'replica'; readonly id: number } | { readonly kind: 'client'; readonly id: string };
@@ -52,16 +55,17 @@ export interface DriverOptions {
   readonly core: ReplicaCore;
   readonly network: ReplicaNetwork;
   readonly storage: Storage;
-  readonly executor: Executor;
-  readonly service: Service;
+  /** The execute stage: the service and its reply cache. */
+  readonly host: ServiceHost;
   readonly preparer?: SignaturePreparer;
   readonly tickMs: number;
   readonly observer?: DriverObserver;
   /** Messages whose signatures are being verified at once; beyond, input is shed. */
   readonly verifyingMax?: number;
   /**
-   * Called once when the replica cannot go on safely (its storage failed): the driver has stopped, and
-   * nothing of the Ready whose records could not be made durable was sent.
+   * Called once when the replica cannot go on safely: its storage failed (the driver has stopped, and
+   * nothing of the Ready whose records could not be made durable was sent), or the service failed while
+   * executing a decided batch (the state is no longer trustworthy).
    */
   readonly onFatal?: (error: unknown) => void;
 }
@@ -71,6 +75,8 @@ export interface DriverStatus {
   readonly flushing: boolean;
   readonly droppedByReason: Readonly<Record<string, number>>;
   readonly executedRequests: number;
+  /** Decided batches handed to the host whose replies have not been sent yet. */
+  readonly executingBatches: number;
 }
 
 export class ReplicaDriver {
@@ -83,8 +89,11 @@ export class ReplicaDriver {
   private flushAgain = false;
   private tickTimer: NodeJS.Timeout | null = null;
   private stopped = false;
+  private failed = false;
   private lastRegency = 0;
   private readonly dropped: Record<string, number> = {};
+  /** Batches handed to the host, oldest first; their replies go out as each completes. */
+  private readonly executing: Promise<void>[] = [];
 
   constructor(options: DriverOptions) {
     this.options = options;
@@ -105,8 +114,9 @@ export class ReplicaDriver {
     this.stopped = true;
     if (this.tickTimer !== null) clearInterval(this.tickTimer);
     this.tickTimer = null;
-    // Let a flush in progress finish its persist → send → execute sequence.
+    // Let a flush in progress finish its persist → send → execute sequence, and decided batches execute.
     while (this.flushing) await new Promise((resolve) => setImmediate(resolve));
+    await Promise.allSettled([...this.executing]);
   }
 
   status(): DriverStatus {
@@ -114,7 +124,8 @@ export class ReplicaDriver {
       verifying: this.verifying,
       flushing: this.flushing,
       droppedByReason: { ...this.dropped },
-      executedRequests: this.options.executor.executed,
+      executedRequests: this.options.host.stats().executedRequests,
+      executingBatches: this.executing.length,
     };
   }
 
@@ -163,16 +174,42 @@ export class ReplicaDriver {
     this.flush();
   }
 
-  /** Read-only requests run against the current state without consensus (DESIGN §3). */
+  /**
+   * Read-only requests run against the current state without consensus (DESIGN §3), after every batch
+   * handed to the host before them. Over the host's read bound the client gets BUSY.
+   */
   private executeUnordered(request: ClientRequest): void {
-    const result = this.options.service.executeUnordered(request.operation);
-    this.options.observer?.executed?.('unordered', 1);
-    this.sendReply(request.clientId, request.seq, result);
+    this.options.host.executeUnordered(request, this.options.view.number).then(
+      (reply) => {
+        this.options.observer?.executed?.('unordered', 1);
+        this.sendReply(reply);
+      },
+      (error: unknown) => {
+        if (error instanceof BftError && error.code === 'BFT_ERR_OVERLOADED') {
+          this.drop('overloaded');
+          this.sendBusy(request, BusyReason.PENDING_FULL);
+        }
+        // Anything else means the host failed or closed; its onFatal (or stop) says so.
+      },
+    );
   }
 
-  private sendReply(clientId: string, seq: number, result: Uint8Array): void {
-    const reply: Message = { type: MessageType.REPLY, view: this.options.view.number, clientId, seq, result };
-    this.options.network.sendToClient(clientIdentityOf(clientId), encodeMessage(reply));
+  private cachedReply(clientId: string, seq: number): void {
+    this.options.host.cachedReply(clientId, seq, this.options.view.number).then(
+      (reply) => {
+        if (reply !== undefined) this.sendReply(reply);
+      },
+      (error: unknown) => {
+        // Over the read bound the client re-sends later; a failed host is reported by its onFatal.
+        if (error instanceof BftError && error.code === 'BFT_ERR_OVERLOADED') this.drop('overloaded');
+      },
+    );
+  }
+
+  private sendReply(reply: EncodedReply): void {
+    // After a fatal failure nothing more leaves; a clean stop still answers the batches it drains.
+    if (this.failed) return;
+    this.options.network.sendToClient(clientIdentityOf(reply.clientId), reply.payload);
   }
 
   private sendBusy(request: ClientRequest, reason: BusyReasonCode): void {
@@ -210,14 +247,14 @@ export class ReplicaDriver {
           }
           for (const delivery of ready.deliveries) {
             this.options.observer?.decided?.(delivery.decision.cid, delivery.requests.length);
-            const replies = this.options.executor.execute(delivery);
-            this.options.observer?.executed?.('ordered', replies.length);
-            for (const reply of replies) this.sendReply(reply.clientId, reply.seq, reply.result);
+            // Backpressure: at the host's bound, wait for the oldest batch before handing over another.
+            while (this.executing.length >= limits.executeQueueBatchesMax) await this.executing[0];
+            if (this.failed) return;
+            this.startExecution(delivery);
           }
           for (const notice of ready.notices) {
             if (notice.kind === 'cached-reply') {
-              const result = this.options.executor.cachedReply(notice.clientId, notice.seq);
-              if (result !== undefined) this.sendReply(notice.clientId, notice.seq, result);
+              this.cachedReply(notice.clientId, notice.seq);
             } else {
               this.options.observer?.busy?.(notice.reason);
               const busy: Message = { type: MessageType.BUSY, clientId: notice.clientId, seq: notice.seq, reason: notice.reason };
@@ -233,13 +270,37 @@ export class ReplicaDriver {
       } while (this.flushAgain);
     } catch (error) {
       // A vote that cannot be made durable must not be sent; the replica stops rather than guess.
-      this.stopped = true;
-      if (this.tickTimer !== null) clearInterval(this.tickTimer);
-      this.tickTimer = null;
-      if (this.options.onFatal) this.options.onFatal(error);
-      else throw error;
+      this.fatal(error);
     } finally {
       this.flushing = false;
     }
+  }
+
+  /** Hands a decided batch to the host; its replies are sent when it completes, batches in order. */
+  private startExecution(delivery: Delivery): void {
+    const execution = this.options.host.execute(delivery, this.options.view.number).then(
+      (replies) => {
+        this.options.observer?.executed?.('ordered', replies.length);
+        for (const reply of replies) this.sendReply(reply);
+      },
+      (error: unknown) => this.fatal(error),
+    );
+    this.executing.push(execution);
+    void execution.finally(() => {
+      const index = this.executing.indexOf(execution);
+      if (index >= 0) this.executing.splice(index, 1);
+    });
+  }
+
+  private fatal(error: unknown): void {
+    if (this.failed) return;
+    this.failed = true;
+    this.stopped = true;
+    if (this.tickTimer !== null) clearInterval(this.tickTimer);
+    this.tickTimer = null;
+    if (this.options.onFatal) this.options.onFatal(error);
+    else queueMicrotask(() => {
+      throw error;
+    });
   }
 }

@@ -2,12 +2,12 @@
 // core, the driver, the service and the admin server wired together; a clean stop on SIGTERM.
 
 import { availableParallelism } from 'node:os';
-import { pathToFileURL } from 'node:url';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { ReplicaCore } from '../core/replica.ts';
 import { readTlsMaterial } from '../crypto/certificates.ts';
 import { ProcessCrypto } from '../crypto/process-crypto.ts';
 import { VerifyPool } from '../crypto/verify-pool.ts';
+import { limits } from '../constants.ts';
 import { BftError } from '../errors.ts';
 import { ReplicaDriver } from '../runtime/driver.ts';
 import { type Storage, VolatileStorage } from '../runtime/storage.ts';
@@ -15,10 +15,7 @@ import { WriteAheadLog } from '../storage/wal.ts';
 import { clientIdentityOf } from '../protocol/client-id.ts';
 import { decodeBatch } from '../protocol/codec.ts';
 import { join } from 'node:path';
-import { Executor } from '../service/executor.ts';
-import { KvService } from '../service/kv.ts';
-import type { Service } from '../service/service.ts';
-import { ThroughputService } from '../service/throughput.ts';
+import { WorkerServiceHost } from '../service/service-host.ts';
 import { TlsReplicaTransport } from '../transport/tls-transport.ts';
 import { buildAdminServer } from './admin.ts';
 import { type ReplicaConfig, coreConfigOf, viewOf } from './config.ts';
@@ -35,30 +32,6 @@ export interface RunningReplica {
   readonly config: ReplicaConfig;
   status(): object;
   stop(): Promise<void>;
-}
-
-/**
- * The service named by the configuration: `builtin:kv` (the default), `builtin:throughput` (the
- * benchmark's, config `{ replyBytes }`), or a path to a module whose default export is
- * `(config: unknown) => Service | Promise<Service>`.
- */
-export async function loadService(service: ReplicaConfig['service']): Promise<Service> {
-  const module = service.module ?? 'builtin:kv';
-  if (module === 'builtin:kv') return new KvService();
-  if (module === 'builtin:throughput') {
-    const replyBytes = (service.config as { replyBytes?: unknown } | undefined)?.replyBytes ?? 0;
-    return new ThroughputService(Number(replyBytes));
-  }
-  let factory: unknown;
-  try {
-    factory = (await import(pathToFileURL(module).href)).default;
-  } catch (cause) {
-    throw new BftError('BFT_ERR_CONFIG_INVALID', `service.module ${module} cannot be loaded; check the path in the configuration`, { cause });
-  }
-  if (typeof factory !== 'function') {
-    throw new BftError('BFT_ERR_CONFIG_INVALID', `service.module ${module} must export a default function (config) => Service`);
-  }
-  return (await factory(service.config)) as Service;
 }
 
 async function openStorage(config: ReplicaConfig, logger: import('pino').Logger): Promise<Storage> {
@@ -91,18 +64,34 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
   });
   const restore = await storage.load();
   const core = new ReplicaCore(coreConfigOf(config), crypto, restore.length > 0 ? { restore } : {});
-  const service = await loadService(config.service);
-  const executor = new Executor(service, config.clientInFlightMax);
+  // The service runs in a worker of its own (DESIGN §1); if it fails, its state can no longer be trusted.
+  const host = await WorkerServiceHost.start({
+    service: config.service,
+    clientInFlightMax: config.clientInFlightMax,
+    onFatal: (error) => {
+      logger.fatal({ err: error }, 'the service failed: the replica stops rather than answer from a state it cannot trust');
+      process.exitCode = 1;
+      setImmediate(() => process.exit(1));
+    },
+  });
   // Rebuild the service from the logged decisions, as they were executed before the restart. (Once
-  // checkpoints exist, replay starts from the latest one.)
+  // checkpoints exist, replay starts from the latest one.) The worker decodes each batch again; here
+  // it is checked first so that a damaged log is reported as such, and replay keeps the host's queue
+  // full without going past its bound.
   let replayed = 0;
+  const replaying: Promise<unknown>[] = [];
   for (const record of restore) {
     if (record.kind !== 'decision') continue;
     const decoded = decodeBatch(record.decision.batch);
     if (!decoded.ok) throw new BftError('BFT_ERR_RESTORE_INVALID', `the logged decision for cid ${record.decision.cid} holds an invalid batch; move the data directory away and let the replica recover from its peers`);
-    executor.execute({ decision: record.decision, requests: decoded.batch.requests });
+    if (replaying.length >= limits.executeQueueBatchesMax) await replaying.shift();
+    const execution = host.execute({ decision: record.decision, requests: decoded.batch.requests }, view.number);
+    // Awaited below; a failure is reported (and ends the process) through onFatal whichever fails first.
+    execution.catch(() => undefined);
+    replaying.push(execution);
     replayed++;
   }
+  await Promise.all(replaying);
   if (restore.length > 0) logger.info({ records: restore.length, decisions: replayed, lastDecidedCid: core.status().lastDecidedCid }, 'restored from the write-ahead log');
 
   let driver: ReplicaDriver | null = null;
@@ -121,12 +110,11 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
     core,
     network: transport,
     storage,
-    executor,
-    service,
+    host,
     preparer: crypto,
     tickMs: config.tickMs,
     onFatal: (error) => {
-      logger.fatal({ err: error }, 'storage failed: the replica stops rather than send what it could not make durable');
+      logger.fatal({ err: error }, 'storage or execution failed: the replica stops rather than send what it could not make durable or answer from a state it cannot trust');
       process.exitCode = 1;
       setImmediate(() => process.exit(1));
     },
@@ -155,7 +143,8 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
       durability: config.durability,
       queues: { pendingRequests: coreStatus.pendingRequests, bufferedMessages: coreStatus.bufferedMessages, verifying: driver?.status().verifying ?? 0 },
       dropped: { core: coreStatus.dropped, driver: driver?.status().droppedByReason ?? {} },
-      executedRequests: executor.executed,
+      executedRequests: host.stats().executedRequests,
+      execute: host.stats(),
       transport: transport.stats(),
       crypto: crypto.stats(),
       verifyPool: pool.stats(),
@@ -203,6 +192,7 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
       stopping ??= (async () => {
         clearInterval(gauges);
         await driver.stop();
+        await host.close();
         await transport.stop();
         await admin.close();
         await pool.close();

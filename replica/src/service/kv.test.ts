@@ -1,10 +1,13 @@
 import { createHash } from 'node:crypto';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { limits } from '../constants.ts';
 import { BftError } from '../errors.ts';
 import { Rng } from '../../test/sim/prng.ts';
 import { KvService, SortedMap, compareKeys } from './kv.ts';
+import { asAsyncPieces, concatPieces } from './pieces.ts';
 import {
   type KvOperation,
   type KvResult,
@@ -58,9 +61,28 @@ function resealed(snapshot: Uint8Array): Uint8Array {
   return copy;
 }
 
-function expectSnapshotInvalid(service: KvService, snapshot: Uint8Array, reason: RegExp): void {
+/** A service holding `keys`, each with a value of `valueBytes`. */
+function stateOf(keys: readonly string[], valueBytes: number): KvService {
+  const service = new KvService();
+  for (const key of keys) run(service, { type: 'put', key, value: new Uint8Array(valueBytes).fill(key.length) });
+  return service;
+}
+
+/** The concatenated snapshot. */
+function snapshotOf(service: KvService): Uint8Array {
+  return concatPieces(service.snapshot());
+}
+
+/** Installs `snapshot` cut into pieces of `pieceBytes` (the whole at once by default). */
+async function install(service: KvService, snapshot: Uint8Array, pieceBytes = snapshot.length): Promise<void> {
+  const pieces: Uint8Array[] = [];
+  for (let start = 0; start < snapshot.length; start += Math.max(1, pieceBytes)) pieces.push(snapshot.subarray(start, start + pieceBytes));
+  await service.installSnapshot(asAsyncPieces(pieces));
+}
+
+async function expectSnapshotInvalid(service: KvService, snapshot: Uint8Array, reason: RegExp): Promise<void> {
   try {
-    service.installSnapshot(snapshot);
+    await install(service, snapshot);
   } catch (error) {
     expect(error).toBeInstanceOf(BftError);
     expect((error as BftError).code).toBe('BFT_ERR_SNAPSHOT_INVALID');
@@ -231,7 +253,7 @@ describe('KvService read-only requests', () => {
 
   it('refuses writes with NOT_READ_ONLY and leaves the state unchanged', () => {
     const service = withKeys(['a']);
-    const before = service.snapshot();
+    const before = snapshotOf(service);
     const writes: KvOperation[] = [
       { type: 'put', key: 'b', value: bytes('1') },
       { type: 'delete', key: 'a' },
@@ -241,7 +263,7 @@ describe('KvService read-only requests', () => {
       const result = query(service, write);
       expect(result.type === 'error' && result.code).toBe(KvErrorCode.NOT_READ_ONLY);
     }
-    expect(service.snapshot()).toEqual(before);
+    expect(snapshotOf(service)).toEqual(before);
   });
 });
 
@@ -249,12 +271,12 @@ describe('KvService state bound', () => {
   it('answers STORE_FULL to a write past the bound and applies nothing, but allows shrinking writes', () => {
     const service = new KvService({ stateBytesMax: 1000 });
     run(service, { type: 'put', key: 'a', value: new Uint8Array(900) });
-    const before = service.snapshot();
+    const before = snapshotOf(service);
     const full = run(service, { type: 'put', key: 'b', value: new Uint8Array(100) });
     expect(full.type === 'error' && full.code).toBe(KvErrorCode.STORE_FULL);
     const grow = run(service, { type: 'compareAndSet', key: 'a', expected: new Uint8Array(900), value: new Uint8Array(990) });
     expect(grow.type === 'error' && grow.code).toBe(KvErrorCode.STORE_FULL);
-    expect(service.snapshot()).toEqual(before);
+    expect(snapshotOf(service)).toEqual(before);
     expect(run(service, { type: 'put', key: 'a', value: new Uint8Array(10) })).toEqual({ type: 'written', existed: true });
     expect(run(service, { type: 'put', key: 'b', value: new Uint8Array(100) })).toEqual({ type: 'written', existed: false });
     expect(service.statistics().stateBytes).toBe(1 + 10 + 16 + 1 + 100 + 16);
@@ -288,11 +310,11 @@ describe('KvService invalid operations', () => {
 
   it.each(cases)('answers BAD_OPERATION to %s, and the state is unchanged', (_name, operation) => {
     const service = withKeys(['k']);
-    const before = service.snapshot();
+    const before = snapshotOf(service);
     const result = runRaw(service, operation);
     expect(result.type).toBe('error');
     expect(result.type === 'error' && result.code).toBe(KvErrorCode.BAD_OPERATION);
-    expect(service.snapshot()).toEqual(before);
+    expect(snapshotOf(service)).toEqual(before);
   });
 
   it('answers random bytes with identical results on every replica and never throws', () => {
@@ -314,7 +336,7 @@ describe('KvService invalid operations', () => {
       expect(results[0]).toEqual(results[1]);
       expect(decodeKvResult(results[0] as Uint8Array).ok).toBe(true);
     }
-    expect(replicas[0]?.snapshot()).toEqual(replicas[1]?.snapshot());
+    expect(snapshotOf(replicas[0] as KvService)).toEqual(snapshotOf(replicas[1] as KvService));
   });
 
   it('refuses to encode an operation a replica would refuse, naming the problem', () => {
@@ -380,29 +402,29 @@ describe('KvService snapshots', () => {
 
   it('gives the same bytes for the same state whatever the order of the writes', () => {
     const keys = Array.from({ length: 3000 }, (_, i) => `key-${(i * 7919) % 3001}-${i % 3 === 0 ? 'é' : ''}`);
-    const a = shuffledBuild(1, keys).snapshot();
-    const b = shuffledBuild(2, keys).snapshot();
-    const c = withKeys(keys).snapshot();
+    const a = snapshotOf(shuffledBuild(1, keys));
+    const b = snapshotOf(shuffledBuild(2, keys));
+    const c = snapshotOf(withKeys(keys));
     expect(Buffer.from(a).equals(b)).toBe(true);
     expect(Buffer.from(a).equals(c)).toBe(true);
   });
 
   it('differs when the state differs in one value byte', () => {
     const service = withKeys(['a', 'b']);
-    const before = service.snapshot();
+    const before = snapshotOf(service);
     run(service, { type: 'put', key: 'b', value: bytes('v-c') });
-    expect(Buffer.from(before).equals(service.snapshot())).toBe(false);
+    expect(Buffer.from(before).equals(snapshotOf(service))).toBe(false);
   });
 
-  it('round-trips: an installed snapshot answers the same and snapshots to the same bytes', () => {
+  it('round-trips: an installed snapshot answers the same and snapshots to the same bytes', async () => {
     const keys = Array.from({ length: 5000 }, (_, i) => `k${i}`);
     const source = withKeys(keys);
     run(source, { type: 'put', key: '\u{1F600}', value: new Uint8Array(0) });
     run(source, { type: 'put', key: '\u{FFFF}', value: bytes('bmp') });
-    const snapshot = source.snapshot();
+    const snapshot = snapshotOf(source);
     const target = withKeys(['only-in-target']);
-    target.installSnapshot(snapshot);
-    expect(Buffer.from(target.snapshot()).equals(snapshot)).toBe(true);
+    await install(target, snapshot);
+    expect(Buffer.from(snapshotOf(target)).equals(snapshot)).toBe(true);
     expect(target.statistics()).toEqual(source.statistics());
     expect(run(target, { type: 'get', key: 'only-in-target' })).toEqual({ type: 'value', value: null });
     expect(run(target, { type: 'get', key: 'k4321' })).toEqual({ type: 'value', value: bytes('v-k4321') });
@@ -412,17 +434,77 @@ describe('KvService snapshots', () => {
     // The installed tree keeps working for writes and deletes.
     for (const key of keys.slice(0, 2500)) run(target, { type: 'delete', key });
     for (const key of keys.slice(0, 2500)) run(source, { type: 'delete', key });
-    expect(Buffer.from(target.snapshot()).equals(source.snapshot())).toBe(true);
+    expect(Buffer.from(snapshotOf(target)).equals(snapshotOf(source))).toBe(true);
   });
 
-  it('round-trips an empty state', () => {
+  it('round-trips an empty state', async () => {
     const target = withKeys(['x']);
-    target.installSnapshot(new KvService().snapshot());
+    await install(target, snapshotOf(new KvService()));
     expect(target.statistics()).toEqual({ keys: 0, stateBytes: 0 });
   });
 
+  it('installs equal from a small snapshot cut at every byte, and from one-byte pieces', async () => {
+    const source = withKeys(['a', 'b\u00e9', '\u{1F600}']);
+    const snapshot = snapshotOf(source);
+    for (let cut = 1; cut < snapshot.length; cut++) {
+      const target = withKeys(['other']);
+      await target.installSnapshot(asAsyncPieces([snapshot.subarray(0, cut), new Uint8Array(0), snapshot.subarray(cut)]));
+      expect(Buffer.from(snapshotOf(target)).equals(snapshot)).toBe(true);
+    }
+    const target = new KvService();
+    await install(target, snapshot, 1);
+    expect(Buffer.from(snapshotOf(target)).equals(snapshot)).toBe(true);
+    expect(target.statistics()).toEqual(source.statistics());
+  });
+
+  it('cuts its snapshot into pieces of at most snapshotPieceBytesMax, whatever the value sizes', () => {
+    const service = new KvService();
+    for (let i = 0; i < 12; i++) run(service, { type: 'put', key: `big-${i}`, value: new Uint8Array(limits.kvValueBytesMax).fill(i) });
+    const pieces = [...service.snapshot()];
+    expect(pieces.length).toBeGreaterThan(2);
+    for (const piece of pieces) expect(piece.length).toBeLessThanOrEqual(limits.snapshotPieceBytesMax);
+  });
+
+  it('streams a 64 MiB state out and in without holding the snapshot whole (heap growth measured)', async () => {
+    // gc() makes the measurement about what is retained, not about when V8 chooses to collect.
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const valueBytes = 4096;
+    const entries = (64 * 1024 * 1024) / valueBytes;
+    const keys = Array.from({ length: entries }, (_, i) => `key-${String(i).padStart(8, '0')}`);
+    const source = stateOf(keys, valueBytes);
+    const memory = () => {
+      const usage = process.memoryUsage();
+      return usage.heapUsed + usage.arrayBuffers;
+    };
+    gc();
+    const baseline = memory();
+    let peak = 0;
+    let pieces = 0;
+    async function* sampled(): AsyncGenerator<Uint8Array> {
+      for (const piece of source.snapshot()) {
+        pieces++;
+        if (pieces % 8 === 0) {
+          gc();
+          peak = Math.max(peak, memory() - baseline);
+        }
+        yield piece;
+      }
+    }
+    const target = new KvService();
+    await target.installSnapshot(sampled());
+    gc();
+    const installed = memory() - baseline;
+    expect(target.statistics()).toEqual(source.statistics());
+    // The new state itself is ~64 MiB of values plus its keys and tree; a snapshot held whole would add
+    // another 64 MiB on top of that. Generous bound: the installed state plus 24 MiB.
+    expect(pieces).toBeGreaterThanOrEqual(64);
+    expect(peak).toBeLessThan(installed + 24 * 1024 * 1024);
+    console.log(`64 MiB state: ${pieces} pieces, peak growth ${(peak / 2 ** 20).toFixed(1)} MiB, installed state ${(installed / 2 ** 20).toFixed(1)} MiB`);
+  });
+
   describe('refuses a corrupt snapshot with BFT_ERR_SNAPSHOT_INVALID and keeps its state', () => {
-    const good = withKeys(['a', 'b', 'c']).snapshot();
+    const good = snapshotOf(withKeys(['a', 'b', 'c']));
     // Layout: magic (8) | count (4) | entries: keyLength (2) key valueLength (4) value | sha256 (32)
     const firstEntry = 12;
     const corruptions: Array<[string, RegExp, () => Uint8Array]> = [
@@ -432,19 +514,22 @@ describe('KvService snapshots', () => {
         copy[valueOffset] = (copy[valueOffset] as number) ^ 0x01;
         return copy;
       }],
-      ['a truncated tail', /checksum mismatch/, () => good.subarray(0, good.length - 1)],
-      ['too few bytes for a header', /only 20 bytes/, () => good.subarray(0, 20)],
+      ['a truncated tail', /checksum is truncated/, () => good.subarray(0, good.length - 1)],
+      ['too few bytes for a header', /only 10 bytes/, () => good.subarray(0, 10)],
+      ['too few bytes for the first entry', /entry 0 is truncated/, () => good.subarray(0, 20)],
       ['a bad magic', /bad magic/, () => {
         const copy = good.slice();
         copy[0] = 0;
         return resealed(copy);
       }],
-      ['a count larger than its entries', /entry 3 is truncated/, () => {
+      // The fourth entry is read from the checksum's bytes.
+      ['a count larger than its entries', /entry 3 (is truncated|has a key of)/, () => {
         const copy = good.slice();
         new DataView(copy.buffer).setUint32(8, 4);
         return resealed(copy);
       }],
-      ['a count smaller than its entries', /bytes after the last entry/, () => {
+      // The third entry is read as the checksum.
+      ['a count smaller than its entries', /checksum mismatch/, () => {
         const copy = good.slice();
         new DataView(copy.buffer).setUint32(8, 2);
         return resealed(copy);
@@ -476,17 +561,17 @@ describe('KvService snapshots', () => {
       }],
     ];
 
-    it.each(corruptions)('%s', (_name, reason, corrupt) => {
+    it.each(corruptions)('%s', async (_name, reason, corrupt) => {
       const service = withKeys(['keep-me']);
-      const before = service.snapshot();
-      expectSnapshotInvalid(service, corrupt(), reason);
-      expect(Buffer.from(service.snapshot()).equals(before)).toBe(true);
+      const before = snapshotOf(service);
+      await expectSnapshotInvalid(service, corrupt(), reason);
+      expect(Buffer.from(snapshotOf(service)).equals(before)).toBe(true);
       expect(run(service, { type: 'get', key: 'keep-me' })).toEqual({ type: 'value', value: bytes('v-keep-me') });
     });
 
-    it('a snapshot over the state bound', () => {
+    it('a snapshot over the state bound', async () => {
       const service = new KvService({ stateBytesMax: 30 });
-      expectSnapshotInvalid(service, good, /more than the state bound of 30 bytes/);
+      await expectSnapshotInvalid(service, good, /more than the state bound of 30 bytes/);
       expect(service.statistics().keys).toBe(0);
     });
   });

@@ -6,11 +6,11 @@
 // clients in any language see the same range order. The map is a B+tree: point operations are
 // O(log n) and a range scan walks linked leaves, which stays fast at millions of keys.
 
-import { createHash } from 'node:crypto';
 import { isUtf8 } from 'node:buffer';
 import { limits } from '../constants.ts';
 import { BftError, invariant } from '../errors.ts';
 import type { Bytes } from '../protocol/messages.ts';
+import { PieceReader, PieceWriter, snapshotHashBytes } from './pieces.ts';
 import type { ExecutionContext, OrderedOperation, Service } from './service.ts';
 import {
   type KvEntry,
@@ -187,6 +187,13 @@ export class SortedMap {
       leaf = leaf.next;
       index = 0;
     }
+  }
+
+  /** The leaves from first to last (keys in them are sort keys): for snapshots, which read whole leaves. */
+  *leaves(): Generator<Readonly<LeafNode>, void, undefined> {
+    let node = this.root;
+    while (!node.leaf) node = node.children[0] as TreeNode;
+    for (let leaf: LeafNode | null = node; leaf !== null; leaf = leaf.next) yield leaf;
   }
 
   /** Entries with startKey ≤ key < endKey (endKey null: no upper bound), in order. */
@@ -383,7 +390,6 @@ function* evenRuns(count: number): Generator<[number, number]> {
 
 const snapshotMagic = Uint8Array.of(0x62, 0x66, 0x74, 0x6b, 0x76, 0, 0, 1);
 const snapshotCountBytes = 4;
-const snapshotHashBytes = 32;
 const snapshotKeyLengthBytes = 2;
 const snapshotValueLengthBytes = 4;
 
@@ -434,83 +440,84 @@ export class KvService implements Service {
     return encodeKvResult(this.execute(operation, false));
   }
 
-  snapshot(): Bytes {
-    // The state bound counts each entry as its key and value plus kvEntryOverheadBytes, so the size is
-    // known without a first pass over the keys.
-    const count = this.map.size;
-    const entryFieldsBytes = snapshotKeyLengthBytes + snapshotValueLengthBytes;
-    const length =
-      snapshotMagic.length + snapshotCountBytes + this.stateBytes - count * (limits.kvEntryOverheadBytes - entryFieldsBytes) + snapshotHashBytes;
-    // A plain Uint8Array (a Buffer's slice() would share memory with it), written through a Buffer view.
-    const snapshot = new Uint8Array(length);
-    const bytes = Buffer.from(snapshot.buffer, 0, length);
-    bytes.set(snapshotMagic, 0);
-    let position = snapshotMagic.length;
-    bytes.writeUInt32BE(count, position);
-    position += snapshotCountBytes;
-    this.map.forEach('', null, (key, value) => {
-      const keyLength = bytes.write(key, position + snapshotKeyLengthBytes, 'utf8');
-      bytes.writeUInt16BE(keyLength, position);
-      position += snapshotKeyLengthBytes + keyLength;
-      bytes.writeUInt32BE(value.length, position);
-      bytes.set(value, position + snapshotValueLengthBytes);
-      position += snapshotValueLengthBytes + value.length;
-    });
-    invariant(position === length - snapshotHashBytes, 'the state byte count matches the entries');
-    bytes.set(createHash('sha256').update(bytes.subarray(0, position)).digest(), position);
-    return snapshot;
+  *snapshot(): Generator<Bytes, void, undefined> {
+    const writer = new PieceWriter();
+    writer.writeBytes(snapshotMagic);
+    writer.writeU32(this.map.size);
+    let written = 0;
+    for (const leaf of this.map.leaves()) {
+      for (let i = 0; i < leaf.keys.length; i++) {
+        const value = leaf.values[i] as Bytes;
+        const key = Buffer.from(fromSortKey(leaf.keys[i] as string), 'utf8');
+        writer.writeU16(key.length);
+        writer.writeBytes(key);
+        writer.writeU32(value.length);
+        writer.writeBytes(value);
+        written++;
+      }
+      if (writer.sealed.length > 0) yield* writer.sealed.splice(0);
+    }
+    invariant(written === this.map.size, 'the snapshot holds every entry');
+    writer.writeDigest();
+    writer.finish();
+    yield* writer.sealed.splice(0);
   }
 
-  /** Validates the whole snapshot before replacing anything: a corrupt one leaves the state as it was. */
-  installSnapshot(snapshot: Bytes): void {
-    const headerBytes = snapshotMagic.length + snapshotCountBytes;
-    if (snapshot.length < headerBytes + snapshotHashBytes) throw snapshotInvalid(`only ${snapshot.length} bytes`);
-    if (!snapshotMagic.every((byte, i) => snapshot[i] === byte)) {
-      throw snapshotInvalid('not a key-value snapshot of this format (bad magic)');
+  /**
+   * Reads the stream entry by entry, hashing as it goes, and builds the new map beside the old one: a
+   * corrupt snapshot (found at any point, the checksum last) leaves the state as it was.
+   */
+  async installSnapshot(pieces: AsyncIterable<Bytes>): Promise<void> {
+    const reader = new PieceReader(pieces);
+    try {
+      const installed = await this.readSnapshot(reader);
+      this.map = installed.map;
+      this.stateBytes = installed.stateBytes;
+    } catch (error) {
+      await reader.cancel();
+      if (error instanceof BftError) throw error;
+      throw snapshotInvalid('the snapshot stream failed', error);
     }
-    const bodyEnd = snapshot.length - snapshotHashBytes;
-    const hash = createHash('sha256').update(snapshot.subarray(0, bodyEnd)).digest();
-    if (!hash.equals(snapshot.subarray(bodyEnd))) throw snapshotInvalid('checksum mismatch');
+  }
 
-    const view = new DataView(snapshot.buffer, snapshot.byteOffset, snapshot.byteLength);
-    const count = view.getUint32(snapshotMagic.length);
-    // Each entry takes at least its two length fields, so a larger count is refused before allocating.
-    if (count > (bodyEnd - headerBytes) / (snapshotKeyLengthBytes + snapshotValueLengthBytes)) {
-      throw snapshotInvalid(`claims ${count} entries, more than its bytes can hold`);
-    }
-    const keys: string[] = new Array<string>(count);
-    const values: Bytes[] = new Array<Bytes>(count);
-    let position = headerBytes;
+  private async readSnapshot(reader: PieceReader): Promise<{ map: SortedMap; stateBytes: number }> {
+    const headerBytes = snapshotMagic.length + snapshotCountBytes;
+    if (reader.buffered < headerBytes && !(await reader.fill(headerBytes))) throw snapshotInvalid(`only ${reader.buffered} bytes`);
+    const magic = reader.take(snapshotMagic.length);
+    if (!snapshotMagic.every((byte, i) => magic[i] === byte)) throw snapshotInvalid('not a key-value snapshot of this format (bad magic)');
+    const count = reader.takeU32();
+    const keys: string[] = [];
+    const values: Bytes[] = [];
     let stateBytes = 0;
     let previousKey: Uint8Array | null = null;
     for (let i = 0; i < count; i++) {
-      if (position + snapshotKeyLengthBytes > bodyEnd) throw snapshotInvalid(`entry ${i} is truncated`);
-      const keyLength = view.getUint16(position);
-      position += snapshotKeyLengthBytes;
+      if (reader.buffered < snapshotKeyLengthBytes && !(await reader.fill(snapshotKeyLengthBytes))) throw snapshotInvalid(`entry ${i} is truncated`);
+      const keyLength = reader.takeU16();
       if (keyLength < 1 || keyLength > limits.kvKeyBytesMax) throw snapshotInvalid(`entry ${i} has a key of ${keyLength} bytes`);
-      if (position + keyLength + snapshotValueLengthBytes > bodyEnd) throw snapshotInvalid(`entry ${i} is truncated`);
-      const keyBytes = snapshot.subarray(position, position + keyLength);
-      position += keyLength;
+      const fieldsBytes = keyLength + snapshotValueLengthBytes;
+      if (reader.buffered < fieldsBytes && !(await reader.fill(fieldsBytes))) throw snapshotInvalid(`entry ${i} is truncated`);
+      // Kept as the previous key: a copy, so that it does not pin a piece.
+      const keyBytes = reader.takeCopy(keyLength);
       if (!isUtf8(keyBytes)) throw snapshotInvalid(`entry ${i} has a key that is not UTF-8`);
       if (previousKey !== null && Buffer.compare(previousKey, keyBytes) >= 0) {
         throw snapshotInvalid(`entry ${i} is out of key order or repeats a key`);
       }
       previousKey = keyBytes;
-      const valueLength = view.getUint32(position);
-      position += snapshotValueLengthBytes;
+      const valueLength = reader.takeU32();
       if (valueLength > limits.kvValueBytesMax) throw snapshotInvalid(`entry ${i} has a value of ${valueLength} bytes`);
-      if (position + valueLength > bodyEnd) throw snapshotInvalid(`entry ${i} is truncated`);
-      keys[i] = Buffer.from(keyBytes.buffer, keyBytes.byteOffset, keyBytes.length).toString('utf8');
-      // A copy (Buffer's slice would be a view), so that the state does not pin the snapshot buffer.
-      values[i] = new Uint8Array(snapshot.subarray(position, position + valueLength));
-      position += valueLength;
       stateBytes += kvEntryBytes(keyLength, valueLength);
       if (stateBytes > this.stateBytesMax) throw snapshotInvalid(`holds more than the state bound of ${this.stateBytesMax} bytes`);
+      if (reader.buffered < valueLength && !(await reader.fill(valueLength))) throw snapshotInvalid(`entry ${i} is truncated`);
+      keys.push(Buffer.from(keyBytes.buffer, keyBytes.byteOffset, keyBytes.length).toString('utf8'));
+      // An array of its own, so that the state does not pin the pieces.
+      values.push(reader.takeCopy(valueLength));
     }
-    if (position !== bodyEnd) throw snapshotInvalid(`${bodyEnd - position} bytes after the last entry`);
+    const digest = reader.digestConsumed();
+    if (reader.buffered < snapshotHashBytes && !(await reader.fill(snapshotHashBytes))) throw snapshotInvalid('the checksum is truncated');
+    if (!digest.equals(reader.take(snapshotHashBytes))) throw snapshotInvalid('checksum mismatch');
+    if (!(await reader.atEnd())) throw snapshotInvalid('bytes after the checksum');
     // UTF-8 byte order is code point order, so keys ascending by bytes ascend by compareKeys too.
-    this.map = SortedMap.fromSorted(keys, values);
-    this.stateBytes = stateBytes;
+    return { map: SortedMap.fromSorted(keys, values), stateBytes };
   }
 
   private execute(bytes: Bytes, ordered: boolean): KvResult {

@@ -20,6 +20,17 @@ export interface Service {
   executeOrdered(operations: readonly OrderedOperation[], context: ExecutionContext): Bytes[];
   /** Execute a read-only operation against the current state, without consensus. */
   executeUnordered(operation: Bytes): Bytes;
-  snapshot(): Bytes;
-  installSnapshot(snapshot: Bytes): void;
+  /**
+   * The state as a stream of pieces, each at most limits.snapshotPieceBytesMax bytes. Deterministic:
+   * equal states give equal concatenated bytes (piece edges may differ; readers ignore them). The host
+   * consumes it fully, or calls return() on it, before anything else executes, so the state does not
+   * change underneath it. A yielded piece belongs to the consumer: the service does not change it later.
+   */
+  snapshot(): Iterable<Bytes>;
+  /**
+   * Replaces the state with the one `pieces` carry, cut at arbitrary bytes. Memory must not grow with the
+   * state beyond the new state itself (read the stream as it comes; never concatenate it). A malformed
+   * snapshot throws a BftError (BFT_ERR_SNAPSHOT_INVALID) and leaves the old state in place.
+   */
+  installSnapshot(pieces: AsyncIterable<Bytes>): Promise<void>;
 }

@@ -7,6 +7,9 @@ import { BftError } from '../errors.ts';
 import type { Bytes } from '../protocol/messages.ts';
 import type { OrderedOperation, Service } from './service.ts';
 
+/** The state is one count, as a float64. */
+const snapshotBytes = 8;
+
 export class ThroughputService implements Service {
   private readonly reply: Bytes;
   private executedOperations = 0;
@@ -31,14 +34,22 @@ export class ThroughputService implements Service {
     return this.reply;
   }
 
-  snapshot(): Bytes {
-    const bytes = new Uint8Array(8);
+  *snapshot(): Generator<Bytes, void, undefined> {
+    const bytes = new Uint8Array(snapshotBytes);
     new DataView(bytes.buffer).setFloat64(0, this.executedOperations);
-    return bytes;
+    yield bytes;
   }
 
-  installSnapshot(snapshot: Bytes): void {
-    if (snapshot.length !== 8) throw new BftError('BFT_ERR_SNAPSHOT_INVALID', 'a throughput-service snapshot is 8 bytes');
-    this.executedOperations = new DataView(snapshot.buffer, snapshot.byteOffset, 8).getFloat64(0);
+  async installSnapshot(pieces: AsyncIterable<Bytes>): Promise<void> {
+    const snapshot = new Uint8Array(snapshotBytes);
+    let length = 0;
+    for await (const piece of pieces) {
+      // Refused as soon as it is too long, so that a huge stream is never buffered.
+      if (length + piece.length > snapshotBytes) throw new BftError('BFT_ERR_SNAPSHOT_INVALID', 'a throughput-service snapshot is 8 bytes; this one is longer');
+      snapshot.set(piece, length);
+      length += piece.length;
+    }
+    if (length !== snapshotBytes) throw new BftError('BFT_ERR_SNAPSHOT_INVALID', `a throughput-service snapshot is 8 bytes; this one has ${length}`);
+    this.executedOperations = new DataView(snapshot.buffer).getFloat64(0);
   }
 }

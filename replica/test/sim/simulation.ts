@@ -123,11 +123,14 @@ class AppendLogService implements Service {
   executeUnordered(): Uint8Array {
     return utf8.encode(`${this.length}`);
   }
-  snapshot(): Uint8Array {
-    return utf8.encode(`${this.length}`);
+  *snapshot(): Generator<Uint8Array> {
+    yield utf8.encode(`${this.length}`);
   }
-  installSnapshot(snapshot: Uint8Array): void {
-    this.length = Number(fromUtf8.decode(snapshot));
+  async installSnapshot(pieces: AsyncIterable<Uint8Array>): Promise<void> {
+    const decoder = new TextDecoder();
+    let text = '';
+    for await (const piece of pieces) text += decoder.decode(piece, { stream: true });
+    this.length = Number(text + decoder.decode());
   }
 }
 
