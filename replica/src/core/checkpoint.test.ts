@@ -165,6 +165,11 @@ describe('state transfer is asked for when peers no longer keep the decisions a 
     cluster.tick(lockstepCatchUpTicks(cluster), [3]);
     expect(cluster.core(3).status().awaitingStateTransfer).toBe(true);
     expect(cluster.sent.filter((e) => e.from === 3 && e.message.type === MessageType.DECISION_REQUEST).length).toBe(asked);
+    // No newer checkpoint could be had: it replays decisions instead of asking again at once.
+    cluster.core(3).stateTransferFailed();
+    cluster.tick(lockstepCatchUpTicks(cluster), [3]);
+    expect(cluster.core(3).status().awaitingStateTransfer).toBe(false);
+    expect(cluster.sent.filter((e) => e.from === 3 && e.message.type === MessageType.DECISION_REQUEST).length).toBe(asked + 1);
   });
 
   it('a wiped replica starts with nothing and asks for a checkpoint the same way', () => {
@@ -227,5 +232,14 @@ describe('a replica that lost its disk never contradicts a vote it forgot', () =
     expect(votesOf3(2).length).toBeGreaterThan(0);
     expect(cluster.core(3).status().amnesiaFloorCid).toBeNull();
     expect(cluster.core(3).status().lastDecidedCid).toBe(2);
+  });
+
+  it('with a peer silent for long, it settles for n - 2f peers rather than never vote again', () => {
+    const cluster = new LockstepCluster(4);
+    cluster.wipe(3);
+    heartbeatsTo(cluster, 3, 4, [1, 2]);
+    expect(cluster.core(3).status().amnesiaFloorCid).toBe(-1);
+    cluster.tick(2 * cluster.core(3).config.leaderSilenceTimeoutTicks, [3]);
+    expect(cluster.core(3).status().amnesiaFloorCid).toBe(6);
   });
 });

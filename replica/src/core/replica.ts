@@ -208,6 +208,8 @@ export class ReplicaCore {
   /** Peers that said they no longer keep the decisions we asked for, for our open instance. */
   private readonly prunedBy = new Map<ReplicaId, number>();
   private awaitingStateTransfer = false;
+  /** After a failed transfer, the lag rule waits until the replica has caught up this far by decisions. */
+  private lagRuleResumesAtCid = 0;
   private stateTransferOut: StateTransferNeed | null = null;
   /**
    * For a replica that lost its disk: the last instance it might have voted in before, or Infinity until
@@ -318,6 +320,7 @@ export class ReplicaCore {
       this.checkLeaderSilence();
     }
     this.maybeHeartbeat();
+    this.maybeFixAmnesiaFloor();
     this.maybeFollowRegency();
     if (this.nowTick - this.lastRetransmitTick >= this.config.retransmitTicks) this.retransmit();
     if (this.nowTick - this.lastCatchUpTick >= this.config.catchUpIntervalTicks) this.maybeCatchUp();
@@ -366,6 +369,9 @@ export class ReplicaCore {
   stateTransferFailed(): void {
     this.awaitingStateTransfer = false;
     this.prunedBy.clear();
+    // Peers had no newer checkpoint to give (or could not give it): replay decisions for a while rather
+    // than ask again at once and stand still meanwhile. Pruned decisions still trigger a transfer.
+    this.lagRuleResumesAtCid = this.instance.cid + 2 * this.config.checkpointPeriodInstances;
     const held = this.futureDecisions.get(this.instance.cid);
     if (held !== undefined) {
       this.futureDecisions.delete(this.instance.cid);
@@ -977,7 +983,9 @@ export class ReplicaCore {
     }
     // More than two checkpoint periods behind: the peers' newest checkpoint is ahead of us, and
     // installing it beats replaying (and first fetching) every decision since.
-    if (this.lagInstances() > 2 * this.config.checkpointPeriodInstances) return this.needStateTransfer();
+    if (this.instance.cid >= this.lagRuleResumesAtCid && this.lagInstances() > 2 * this.config.checkpointPeriodInstances) {
+      return this.needStateTransfer();
+    }
     ahead.sort((a, b) => a - b);
     const peer = ahead[this.catchUpRotation++ % ahead.length] as ReplicaId;
     const request: DecisionRequest = {
@@ -1044,14 +1052,28 @@ export class ReplicaCore {
     this.messagesOut.push({ to: 'others', message: heartbeat });
   }
 
+  /**
+   * After a lost disk: fix the floor once n - f peers were heard. If some peer stays silent (it crashed),
+   * settle after a while for n - 2f of them (at least one): that still includes a correct replica that
+   * accepted the predecessor of any forgotten vote as long as no replica heard from is Byzantine, so for
+   * that window the amnesic replica counts as the one fault; without it, one crash more would leave the
+   * cluster without the quorums it needs.
+   */
+  private maybeFixAmnesiaFloor(): void {
+    if (this.amnesiaFloor !== Infinity) return;
+    const heard = this.peerCid.size;
+    const waited = this.nowTick >= 2 * this.config.leaderSilenceTimeoutTicks;
+    const n = this.config.view.members.length;
+    if (heard < this.quorums.collect && !(waited && heard >= Math.max(1, n - 2 * this.config.view.f))) return;
+    let highest = -1;
+    for (const cid of this.peerCid.values()) highest = Math.max(highest, cid);
+    // peerCid holds open instances (last decided + 1): + 1 more makes the claim's last decided + 2.
+    this.amnesiaFloor = highest + 1;
+  }
+
   private onHeartbeat(from: ReplicaId, message: Heartbeat): void {
     this.notePeerAt(from, message.lastDecidedCid + 1);
-    if (this.amnesiaFloor === Infinity && this.peerCid.size >= this.quorums.collect) {
-      let highest = -1;
-      for (const cid of this.peerCid.values()) highest = Math.max(highest, cid);
-      // peerCid holds open instances (last decided + 1): + 1 more makes the claim's last decided + 2.
-      this.amnesiaFloor = highest + 1;
-    }
+    this.maybeFixAmnesiaFloor();
     if (message.regency > (this.peerRegency.get(from) ?? -1)) this.peerRegency.set(from, message.regency);
     if (from === this.leader && message.regency === this.regency && this.syncedRegency === this.regency) {
       this.lastLeaderContactTick = this.nowTick;

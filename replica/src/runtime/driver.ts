@@ -17,6 +17,8 @@ import {
   type Message,
   MessageType,
   type ReplicaMessage,
+  type StateTransferMessage,
+  isStateTransferMessage,
 } from '../protocol/messages.ts';
 import { clientIdentityOf } from '../protocol/client-id.ts';
 import type { DropReasonCode } from '../protocol/reasons.ts';
@@ -68,6 +70,15 @@ export interface DriverOptions {
    * executing a decided batch (the state is no longer trustworthy).
    */
   readonly onFatal?: (error: unknown) => void;
+  /** Serves and fetches checkpoints: replica messages of state transfer go here instead of the core. */
+  readonly stateTransfer?: { receive(from: number, message: StateTransferMessage): void };
+  /** Takes the checkpoints the core schedules; called right after the instance's batch went to the host. */
+  readonly checkpointer?: { take(cid: number): Promise<unknown> };
+  /**
+   * The core needs a checkpoint of instance minCid or later (Ready.stateTransfer). The callee fetches and
+   * installs it, then calls core.installCheckpoint() (or core.stateTransferFailed()) and wake().
+   */
+  readonly onStateTransferNeeded?: (minCid: number) => void;
 }
 
 export interface DriverStatus {
@@ -142,6 +153,10 @@ export class ReplicaDriver {
     const message = decoded.message;
     const fromClient = from.kind === 'client';
     if (fromClient !== (message.type === MessageType.REQUEST)) return this.drop('wrong_sender_kind');
+    if (from.kind === 'replica' && this.options.stateTransfer && isStateTransferMessage(message as ReplicaMessage)) {
+      // Its signatures (offers) are the state-transfer module's to check, off the hot path.
+      return this.options.stateTransfer.receive(from.id, message as StateTransferMessage);
+    }
     if (this.verifying >= this.verifyingMax) {
       if (message.type === MessageType.REQUEST) this.sendBusy(message.request, BusyReason.PENDING_FULL);
       return this.drop('overloaded');
@@ -218,6 +233,11 @@ export class ReplicaDriver {
     this.options.network.sendToClient(clientIdentityOf(request.clientId), encodeMessage(busy));
   }
 
+  /** Something outside the driver changed the core (a checkpoint was installed): act on it now. */
+  wake(): void {
+    if (!this.stopped) this.flush();
+  }
+
   /** Drain the core's Ready in order, one at a time: persist, then send, then execute and reply. */
   private flush(): void {
     if (this.flushing) {
@@ -251,7 +271,10 @@ export class ReplicaDriver {
             while (this.executing.length >= limits.executeQueueBatchesMax) await this.executing[0];
             if (this.failed) return;
             this.startExecution(delivery);
+            // Asked for now, before any later batch reaches the host: the snapshot is of this instance.
+            if (delivery.checkpoint === true) void this.options.checkpointer?.take(delivery.decision.cid);
           }
+          if (ready.stateTransfer !== null) this.options.onStateTransferNeeded?.(ready.stateTransfer.minCid);
           for (const notice of ready.notices) {
             if (notice.kind === 'cached-reply') {
               this.cachedReply(notice.clientId, notice.seq);

@@ -73,7 +73,7 @@ describe('loadReplicaConfig defaults', () => {
     expect(config.batch).toEqual({ requestsMax: 1024, bytesMax: 1024 * 1024 });
     expect(config.requireSignedRequests).toBe(false);
     expect(config.logLevel).toBe('info');
-    expect(config.service).toEqual({});
+    expect(config.service).toEqual({ thread: 'worker' });
     // Relative paths in the file are relative to the file.
     expect(config.keysDir).toBe(join(directory, 'keys'));
     expect(config.dataDir).toBe('/var/lib/bftkube');
@@ -99,11 +99,12 @@ describe('loadReplicaConfig defaults', () => {
 
   it('keeps service.module (resolved) and service.config as given', () => {
     const config = load(baseConfig({ service: { module: './my-service.ts', config: { shards: 3 } } }));
-    expect(config.service).toEqual({ module: join(directory, 'my-service.ts'), config: { shards: 3 } });
+    expect(config.service).toEqual({ module: join(directory, 'my-service.ts'), config: { shards: 3 }, thread: 'worker' });
   });
 
   it('keeps a service.module with a scheme (builtin:kv) as written', () => {
     expect(load(baseConfig({ service: { module: 'builtin:kv' } })).service.module).toBe('builtin:kv');
+    expect(load(baseConfig({ service: { thread: 'inline' } })).service.thread).toBe('inline');
     expect(loadReplicaConfig({ file: writeConfig(baseConfig()), env: { BFTKUBE_SERVICE_MODULE: 'builtin:throughput' } }).service.module).toBe(
       'builtin:throughput',
     );

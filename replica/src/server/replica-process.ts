@@ -13,9 +13,17 @@ import { ReplicaDriver } from '../runtime/driver.ts';
 import { type Storage, VolatileStorage } from '../runtime/storage.ts';
 import { WriteAheadLog } from '../storage/wal.ts';
 import { clientIdentityOf } from '../protocol/client-id.ts';
-import { decodeBatch } from '../protocol/codec.ts';
+import { decodeBatch, encodeMessage } from '../protocol/codec.ts';
 import { join } from 'node:path';
-import { WorkerServiceHost } from '../service/service-host.ts';
+import { InlineServiceHost, type ServiceHost, WorkerServiceHost } from '../service/service-host.ts';
+import { Executor } from '../service/executor.ts';
+import { loadService } from '../service/load-service.ts';
+import { Checkpointer } from '../runtime/checkpointer.ts';
+import { StateTransfer } from '../runtime/state-transfer.ts';
+import { CheckpointStore } from '../storage/checkpoint-store.ts';
+import { lockDataDir } from '../storage/data-dir-lock.ts';
+import { mkdir } from 'node:fs/promises';
+import type { Logger } from 'pino';
 import { TlsReplicaTransport } from '../transport/tls-transport.ts';
 import { buildAdminServer } from './admin.ts';
 import { type ReplicaConfig, coreConfigOf, viewOf } from './config.ts';
@@ -39,10 +47,26 @@ async function openStorage(config: ReplicaConfig, logger: import('pino').Logger)
   return WriteAheadLog.open({ dir: join(config.dataDir, 'wal'), durability: config.durability, logger });
 }
 
+/** The execute stage: the service in a worker of its own (DESIGN §1), or on this thread (service.thread). */
+async function startServiceHost(config: ReplicaConfig, logger: Logger): Promise<ServiceHost> {
+  const onFatal = (error: unknown): void => {
+    logger.fatal({ err: error }, 'the service failed: the replica stops rather than answer from a state it cannot trust');
+    process.exitCode = 1;
+    setImmediate(() => process.exit(1));
+  };
+  if (config.service.thread === 'inline') {
+    const service = await loadService(config.service);
+    return new InlineServiceHost(service, new Executor(service, config.clientInFlightMax));
+  }
+  return WorkerServiceHost.start({ service: config.service, clientInFlightMax: config.clientInFlightMax, onFatal });
+}
+
 export async function startReplica(config: ReplicaConfig): Promise<RunningReplica> {
   const me = config.replicaId;
   const view = viewOf(config);
   const logger = createLogger({ replicaId: me, viewNumber: view.number, level: config.logLevel });
+  await mkdir(config.dataDir, { recursive: true });
+  const lock = await lockDataDir(config.dataDir);
   const storage = await openStorage(config, logger);
   const tls = await readTlsMaterial(config.keysDir, `replica-${me}`);
   const keys = await loadSigningKeys(config.keysDir, `replica-${me}`);
@@ -62,26 +86,35 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
       : {}),
     pool,
   });
-  const restore = await storage.load();
-  const core = new ReplicaCore(coreConfigOf(config), crypto, restore.length > 0 ? { restore } : {});
-  // The service runs in a worker of its own (DESIGN §1); if it fails, its state can no longer be trusted.
-  const host = await WorkerServiceHost.start({
-    service: config.service,
-    clientInFlightMax: config.clientInFlightMax,
-    onFatal: (error) => {
-      logger.fatal({ err: error }, 'the service failed: the replica stops rather than answer from a state it cannot trust');
-      process.exitCode = 1;
-      setImmediate(() => process.exit(1));
-    },
+  const checkpointStore = await CheckpointStore.open({ dir: join(config.dataDir, 'checkpoints'), chunkBytes: config.checkpoint.chunkBytes, logger });
+  const host = await startServiceHost(config, logger);
+  const checkpointer = new Checkpointer({
+    me,
+    view,
+    store: checkpointStore,
+    host,
+    ...(storage instanceof WriteAheadLog ? { log: storage } : {}),
+    logger,
+    onCheckpoint: (manifest, durationMs) => metrics.checkpointed(manifest.cid, manifest.totalBytes, durationMs),
   });
-  // Rebuild the service from the logged decisions, as they were executed before the restart. (Once
-  // checkpoints exist, replay starts from the latest one.) The worker decodes each batch again; here
-  // it is checked first so that a damaged log is reported as such, and replay keeps the host's queue
-  // full without going past its bound.
+  // The state comes back from the newest checkpoint, then the log after it: replayed through the host
+  // as it was executed before the restart.
+  const base = await checkpointer.restoreLatest();
+  const restore = await storage.load();
+  // Empty, in a cluster that has run: whatever this replica voted before, it no longer remembers.
+  const amnesic = config.joinsRunningCluster && base === null && restore.length === 0;
+  const core = new ReplicaCore(coreConfigOf(config), crypto, {
+    ...(base === null ? {} : { base }),
+    ...(restore.length > 0 ? { restore } : {}),
+    ...(amnesic ? { amnesic } : {}),
+  });
+  const missedCheckpoints = new Set(core.restoredCheckpointCids.filter((cid) => cid > (base?.cid ?? -1)));
+  // The worker decodes each batch again; here it is checked first so that a damaged log is reported as
+  // such, and replay keeps the host's queue full without going past its bound.
   let replayed = 0;
   const replaying: Promise<unknown>[] = [];
   for (const record of restore) {
-    if (record.kind !== 'decision') continue;
+    if (record.kind !== 'decision' || record.decision.cid <= (base?.cid ?? -1)) continue;
     const decoded = decodeBatch(record.decision.batch);
     if (!decoded.ok) throw new BftError('BFT_ERR_RESTORE_INVALID', `the logged decision for cid ${record.decision.cid} holds an invalid batch; move the data directory away and let the replica recover from its peers`);
     if (replaying.length >= limits.executeQueueBatchesMax) await replaying.shift();
@@ -89,10 +122,62 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
     // Awaited below; a failure is reported (and ends the process) through onFatal whichever fails first.
     execution.catch(() => undefined);
     replaying.push(execution);
+    // A checkpoint the schedule wanted before the crash and that never reached the disk.
+    if (missedCheckpoints.has(record.decision.cid)) void checkpointer.take(record.decision.cid);
     replayed++;
   }
   await Promise.all(replaying);
-  if (restore.length > 0) logger.info({ records: restore.length, decisions: replayed, lastDecidedCid: core.status().lastDecidedCid }, 'restored from the write-ahead log');
+  if (base !== null || restore.length > 0) {
+    logger.info(
+      { checkpointCid: base?.cid ?? null, records: restore.length, decisionsReplayed: replayed, lastDecidedCid: core.status().lastDecidedCid },
+      'restored from the checkpoint and the write-ahead log',
+    );
+  }
+  if (amnesic) logger.warn('started with an empty data directory in a running cluster: votes resume once past every instance this replica could have voted in');
+
+  const stateTransfer = new StateTransfer({
+    me,
+    view,
+    store: checkpointStore,
+    send: (to, message) => transport.sendToReplica(to, encodeMessage(message)),
+    sign: (payload) => crypto.sign(payload),
+    verify: async (replica, payload, signature) => {
+      const publicKeyRaw = keys.replicaPublicKeys.get(replica);
+      if (publicKeyRaw === undefined) return false;
+      const [valid] = await pool.verify([{ keyId: `r${replica}`, publicKeyRaw, payload, signature }]);
+      return valid === true;
+    },
+    logger,
+  });
+  let transferring = false;
+  const runStateTransfer = (minCid: number): void => {
+    if (transferring) return;
+    transferring = true;
+    logger.info({ minCid, lastDecidedCid: core.status().lastDecidedCid }, 'state transfer started');
+    void (async () => {
+      try {
+        const manifest = await stateTransfer.fetch(minCid);
+        const installed = await checkpointer.installFromStore(manifest);
+        core.installCheckpoint(installed);
+        // Decisions before the checkpoint are covered by it.
+        if (storage instanceof WriteAheadLog) void storage.truncateBefore(installed.cid + 1).catch(() => undefined);
+        const done = stateTransfer.status();
+        metrics.stateTransferred('installed', { bytes: done.bytesFetched, chunks: done.chunksInstalled, durationMs: done.durationMs ?? 0, cid: manifest.cid, totalBytes: manifest.totalBytes });
+        logger.info(
+          { cid: manifest.cid, totalBytes: manifest.totalBytes, chunks: done.chunksInstalled, sources: done.sources, durationMs: done.durationMs },
+          'state transfer finished',
+        );
+      } catch (error) {
+        core.stateTransferFailed();
+        const failed = stateTransfer.status();
+        metrics.stateTransferred('failed', { bytes: failed.bytesFetched, chunks: failed.chunksInstalled, durationMs: failed.durationMs ?? 0 });
+        logger.warn({ err: error }, 'state transfer failed; the replica catches up from decisions and asks again if it must');
+      } finally {
+        transferring = false;
+        driver?.wake();
+      }
+    })();
+  };
 
   let driver: ReplicaDriver | null = null;
   const transport = new TlsReplicaTransport({
@@ -111,6 +196,9 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
     network: transport,
     storage,
     host,
+    stateTransfer,
+    checkpointer,
+    onStateTransferNeeded: runStateTransfer,
     preparer: crypto,
     tickMs: config.tickMs,
     onFatal: (error) => {
@@ -149,10 +237,14 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
       crypto: crypto.stats(),
       verifyPool: pool.stats(),
       leaderChanges: coreStatus.leaderChanges,
+      checkpoints: { scheduledCid: coreStatus.checkpointCid, ...checkpointer.status() },
+      stateTransfer: { awaiting: coreStatus.awaitingStateTransfer, ...stateTransfer.status() },
+      amnesiaFloorCid: coreStatus.amnesiaFloorCid,
     };
   };
   const readiness = () => {
     const s = core.status();
+    if (s.awaitingStateTransfer) return { ready: false, reason: `state transfer: ${stateTransfer.status().state}` };
     if (!s.synchronized) return { ready: false, reason: `synchronizing regency ${s.regency}` };
     if (s.lagInstances > readyLagInstancesMax) return { ready: false, reason: `catching up: ${s.lagInstances} instances behind` };
     return { ready: true, reason: `member of view ${view.number}, regency ${s.regency}, last decided cid ${s.lastDecidedCid}` };
@@ -192,11 +284,14 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
       stopping ??= (async () => {
         clearInterval(gauges);
         await driver.stop();
+        stateTransfer.close();
+        await checkpointer.idle();
         await host.close();
         await transport.stop();
         await admin.close();
         await pool.close();
         await storage.close();
+        await lock.release();
         logger.info('replica stopped');
       })();
       return stopping;

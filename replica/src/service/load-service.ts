@@ -8,7 +8,7 @@ import { KvService } from './kv.ts';
 import type { Service } from './service.ts';
 import { ThroughputService } from './throughput.ts';
 
-export type ServiceSpec = ReplicaConfig['service'];
+export type ServiceSpec = Pick<ReplicaConfig['service'], 'module' | 'config'>;
 
 /**
  * `builtin:kv` (the default), `builtin:throughput` (the benchmark's, config `{ replyBytes }`), or a path

@@ -2,6 +2,7 @@
 // folder per test file, key-value clients over real TLS, bounded waits, and a teardown that proves every
 // spawned process is gone.
 
+import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BftClient, type ClientTimeouts } from '../../src/client/client.ts';
@@ -77,6 +78,25 @@ export async function stopCluster(started: StartedCluster, waitMs = 10_000): Pro
   const deadline = Date.now() + waitMs;
   while (pids.some(isAlive) && Date.now() < deadline) await sleep(50);
   return pids.filter(isAlive);
+}
+
+/**
+ * What a replica's latest start restored from its own disk, from its log line: null if it restored
+ * nothing. Status alone cannot tell: a decision shows there before its log record is durable.
+ */
+export async function restoredAtStart(cluster: LocalCluster, id: number): Promise<{ lastDecidedCid: number; checkpointCid: number | null } | null> {
+  const lines = (await readFile(cluster.replica(id).logFile, 'utf8')).split('\n');
+  const starts = lines.flatMap((line, index) => (line.includes('"msg":"replica started"') ? [index] : []));
+  const latest = starts.at(-1);
+  if (latest === undefined) return null;
+  // The restore is logged before its start; the previous start (if any) ends the one before.
+  for (let index = latest - 1; index > (starts.at(-2) ?? -1); index--) {
+    const line = lines[index] ?? '';
+    if (!line.includes('restored from the checkpoint and the write-ahead log')) continue;
+    const entry = JSON.parse(line) as { lastDecidedCid: number; checkpointCid: number | null };
+    return { lastDecidedCid: entry.lastDecidedCid, checkpointCid: entry.checkpointCid };
+  }
+  return null;
 }
 
 export function sleep(ms: number): Promise<void> {
