@@ -205,6 +205,8 @@ export const limits = {
   executeQueueBatchesMax: 32,
   /** Unordered reads and cached-reply look-ups queued in the execute stage; beyond it reads are shed (BUSY). */
   executeQueueReadsMax: 4096,
+  /** The throughput service's synthetic state (service/throughput.ts): up to what a checkpoint can hold. */
+  throughputStateBytesMax: 64 * 1024 * mebibyte,
 } as const;
 
 export type Limits = typeof limits;

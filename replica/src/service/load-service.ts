@@ -11,15 +11,15 @@ import { ThroughputService } from './throughput.ts';
 export type ServiceSpec = Pick<ReplicaConfig['service'], 'module' | 'config'>;
 
 /**
- * `builtin:kv` (the default), `builtin:throughput` (the benchmark's, config `{ replyBytes }`), or a path
+ * `builtin:kv` (the default), `builtin:throughput` (the benchmark's, config `{ replyBytes, stateBytes }`), or a path
  * to a module whose default export is `(config: unknown) => Service | Promise<Service>`.
  */
 export async function loadService(service: ServiceSpec): Promise<Service> {
   const module = service.module ?? 'builtin:kv';
   if (module === 'builtin:kv') return new KvService();
   if (module === 'builtin:throughput') {
-    const replyBytes = (service.config as { replyBytes?: unknown } | undefined)?.replyBytes ?? 0;
-    return new ThroughputService(Number(replyBytes));
+    const config = service.config as { replyBytes?: unknown; stateBytes?: unknown } | undefined;
+    return new ThroughputService(Number(config?.replyBytes ?? 0), Number(config?.stateBytes ?? 0));
   }
   let factory: unknown;
   try {
