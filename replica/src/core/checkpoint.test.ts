@@ -139,6 +139,27 @@ describe('state transfer is asked for when peers no longer keep the decisions a 
     expect(core.status().lastDecidedCid).toBe(21);
   });
 
+  it('after installing the newest checkpoint it fetches that instance\'s certificate, and can then carry a leader change', () => {
+    const cluster = laggingReplica();
+    hearHeartbeats(cluster);
+    cluster.tick(lockstepCatchUpTicks(cluster), [3]);
+    cluster.run();
+    const core = cluster.core(3);
+    core.installCheckpoint({ cid: 19, clientSeqs: [['alice', 20]] });
+    // Its STOPDATA must prove instance 19 decided: it asks a peer for that certificate.
+    cluster.tick(lockstepCatchUpTicks(cluster), [3]);
+    cluster.run();
+    expect(cluster.sent.some((e) => e.from === 3 && e.message.type === MessageType.DECISION_REQUEST && e.message.fromCid === 19)).toBe(true);
+    // The leader dies; 1, 2 and 3 (n - f) must change leader together.
+    cluster.submit(request('alice', 21, 'op-21'), [1, 2, 3]);
+    for (let k = 0; k < 40; k++) {
+      cluster.tick(1, [1, 2, 3]);
+      cluster.run((e) => (e.from === 0 || e.to === 0 ? 'drop' : 'deliver'));
+    }
+    for (const id of [1, 2, 3]) expect(cluster.core(id).status().lastDecidedCid).toBe(20);
+    expect(core.status().regency).toBeGreaterThan(0);
+  });
+
   it('while it waits for the checkpoint it executes nothing; if the transfer fails, it goes on from where it was', () => {
     const cluster = laggingReplica();
     hearHeartbeats(cluster);

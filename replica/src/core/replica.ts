@@ -918,6 +918,11 @@ export class ReplicaCore {
 
   private onDecision(from: ReplicaId, message: DecisionMessage): void {
     const decision = message.decision;
+    if (decision.cid === this.lastDecidedCid && !this.retained.has(decision.cid)) {
+      if (this.verifiedDecisionDigest(decision) === null) return this.drop(DropReason.BAD_CERTIFICATE);
+      this.retainBaseCertificate(decision);
+      return;
+    }
     if (decision.cid < this.instance.cid) return this.drop(DropReason.STALE_INSTANCE);
     if (decision.cid > this.instance.cid + limits.instancesAheadMax) return this.drop(DropReason.TOO_FAR_AHEAD);
     if (this.verifiedDecisionDigest(decision) === null) return this.drop(DropReason.BAD_CERTIFICATE);
@@ -972,9 +977,23 @@ export class ReplicaCore {
     return ahead;
   }
 
+  /** The certificate of the instance a checkpoint put us at: what our STOPDATA and SYNC must show. */
+  private retainBaseCertificate(decision: Decision): void {
+    const rest = [...this.retained];
+    this.retained.clear();
+    this.retained.set(decision.cid, decision);
+    for (const [cid, d] of rest) this.retained.set(cid, d);
+    this.retainedBytes += decision.batch.length + limits.decisionRetainedOverheadBytes;
+  }
+
   private maybeCatchUp(): void {
     this.lastCatchUpTick = this.nowTick;
     if (this.awaitingStateTransfer) return;
+    if (this.lastDecidedCid >= 0 && !this.retained.has(this.lastDecidedCid)) {
+      const others = this.config.view.members.filter((m) => m !== this.me);
+      const peer = others[this.catchUpRotation++ % others.length] as ReplicaId;
+      this.messagesOut.push({ to: peer, message: { type: MessageType.DECISION_REQUEST, view: this.config.view.number, fromCid: this.lastDecidedCid } });
+    }
     const ahead = this.peersAhead();
     // Only believe we are behind when enough replicas say so that one of them is correct.
     if (ahead.length < this.quorums.includesCorrect) {
@@ -1403,7 +1422,10 @@ export class ReplicaCore {
           const decoded = decodeBatch(record.decision.batch);
           invariant(decoded.ok, 'a persisted decision holds a valid batch');
           // The log may still hold decisions that the checkpoint restored from already covers.
-          if (record.decision.cid <= this.lastDecidedCid) break;
+          if (record.decision.cid <= this.lastDecidedCid) {
+            if (record.decision.cid === this.lastDecidedCid && !this.retained.has(record.decision.cid)) this.retainBaseCertificate(record.decision);
+            break;
+          }
           invariant(record.decision.cid === this.lastDecidedCid + 1, 'the log continues where the state stands');
           if (this.applyDecision(record.decision, decoded.batch.requests)) this.restoredCheckpoints.push(record.decision.cid);
           break;

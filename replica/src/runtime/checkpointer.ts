@@ -92,8 +92,9 @@ export class Checkpointer {
           ],
           me,
         );
-        // The checkpoint is durable: the log before it is no longer needed to recover.
-        if (this.options.log) await this.options.log.truncateBefore(cid + 1);
+        // The checkpoint is durable: the log before it is no longer needed to recover. The record of the
+        // checkpoint's own instance stays: its certificate is what this replica's STOPDATA must show.
+        if (this.options.log) await this.options.log.truncateBefore(cid);
         const durationMs = Math.round(this.now() - started);
         this.taken += 1;
         this.lastDurationMs = durationMs;
