@@ -4,10 +4,24 @@
 
 import type { CoreCrypto } from '../../src/core/crypto.ts';
 import { acceptSigningPayload, collectSigningPayload, decodeBatch, encodeBatch } from '../../src/protocol/codec.ts';
-import { type Bytes, type Collect, MessageType, type ReplicaMessage, type StopData } from '../../src/protocol/messages.ts';
+import {
+  type Bytes,
+  type CheckpointOffer,
+  type Collect,
+  MessageType,
+  type ReplicaMessage,
+  type StopData,
+} from '../../src/protocol/messages.ts';
+import { attestationPayload, manifestOf, offerOf } from '../../src/runtime/state-transfer.ts';
+import { manifestDigest } from '../../src/storage/checkpoint-store.ts';
+import { type SimCheckpoint, buildCheckpoint } from './disk.ts';
 import type { Rng } from './prng.ts';
 
-export const behaviourNames = ['silent', 'equivocate', 'replay', 'mutate', 'twins'] as const;
+/** Behaviours against consensus: drawn in every Byzantine run. */
+export const consensusBehaviourNames = ['silent', 'equivocate', 'replay', 'mutate', 'twins'] as const;
+/** Behaviours against state transfer (honest in consensus): drawn too when runs have disk faults. */
+export const stateTransferBehaviourNames = ['bad-chunks', 'forged-manifest', 'phantom-offer'] as const;
+export const behaviourNames = [...consensusBehaviourNames, ...stateTransferBehaviourNames] as const;
 export type BehaviourName = (typeof behaviourNames)[number];
 
 export interface ByzantineContext {
@@ -19,6 +33,10 @@ export interface ByzantineContext {
   readonly history: readonly ReplicaMessage[];
   /** Whether clients sign requests (then a forged request is caught; without, validity cannot hold). */
   readonly signedRequests: boolean;
+  /** This replica's own checkpoint of instance `cid`, if it keeps one. */
+  checkpoint(cid: number): SimCheckpoint | undefined;
+  /** This replica's last decided instance (-1: none, or down). */
+  lastDecidedCid(): number;
 }
 
 /** What a Byzantine replica sends to `to` instead of `message`: any number of messages. */
@@ -139,6 +157,76 @@ function lieInCollect(context: ByzantineContext, message: StopData): StopData {
 
 const silent: Behaviour = () => [];
 
+/** Offers its real, honestly signed manifests (so it is chosen as a source), then serves corrupted chunks. */
+const badChunks: Behaviour = (context, _to, message) => {
+  if (message.type !== MessageType.CHUNK || message.bytes.length === 0) return [message];
+  const bytes = Uint8Array.from(message.bytes);
+  const at = context.rng.int(0, bytes.length - 1);
+  bytes[at] = (bytes[at] as number) ^ (1 << context.rng.int(0, 7));
+  return [{ ...message, bytes }];
+};
+
+/** Its own state with one byte changed: what a forger would want a lagging replica to install. */
+function forgedCheckpoint(context: ByzantineContext, real: SimCheckpoint): SimCheckpoint {
+  const bytes = Uint8Array.from(real.bytes);
+  if (bytes.length > 0) {
+    const at = real.manifest.cid % bytes.length;
+    bytes[at] = (bytes[at] as number) ^ 0xff;
+  }
+  const parts = real.manifest.parts;
+  let offset = 0;
+  const sliced = parts.map((part) => {
+    const slice = { name: part.name, bytes: bytes.subarray(offset, offset + part.bytes) };
+    offset += part.bytes;
+    return slice;
+  });
+  return buildCheckpoint(real.manifest.cid, real.manifest.viewNumber, sliced, context.id);
+}
+
+function signedOffer(context: ByzantineContext, checkpoint: SimCheckpoint): CheckpointOffer {
+  return offerOf(checkpoint.manifest, context.crypto.sign(attestationPayload(manifestDigest(checkpoint.manifest))));
+}
+
+/** Offers a manifest of a forged state (its own digest, validly self-signed) and serves the forged chunks. */
+const forgedManifest: Behaviour = (context, _to, message) => {
+  if (message.type === MessageType.CHECKPOINT_OFFER) {
+    const offers = message.offers.map((offer) => {
+      const real = context.checkpoint(offer.cid);
+      return real === undefined ? offer : signedOffer(context, forgedCheckpoint(context, real));
+    });
+    return [{ ...message, offers }];
+  }
+  if (message.type === MessageType.CHUNK) {
+    const real = context.checkpoint(message.cid);
+    if (real === undefined) return [message];
+    const forged = forgedCheckpoint(context, real);
+    const chunkBytes = forged.manifest.chunkBytes;
+    return [{ ...message, bytes: forged.bytes.slice(message.index * chunkBytes, (message.index + 1) * chunkBytes) }];
+  }
+  return [message];
+};
+
+/** Also offers (validly signed) a checkpoint newer than any it has, and answers its chunks with noise. */
+const phantomOffer: Behaviour = (context, _to, message) => {
+  if (message.type === MessageType.CHECKPOINT_OFFER) {
+    const newest = message.offers.at(-1);
+    const template = newest === undefined ? undefined : manifestOf(newest, context.id);
+    const cid = Math.max(newest?.cid ?? -1, context.lastDecidedCid()) + context.rng.int(1, 30);
+    const parts = template?.ok ? template.manifest.parts : [{ name: 'service' as const, bytes: 4100 }];
+    const phantom = buildCheckpoint(
+      cid,
+      message.view,
+      parts.map((part) => ({ name: part.name, bytes: context.rng.bytes(part.bytes) })),
+      context.id,
+    );
+    return [{ ...message, offers: [...message.offers, signedOffer(context, phantom)] }];
+  }
+  if (message.type === MessageType.CHUNK && message.bytes.length === 0) {
+    return [{ ...message, bytes: context.rng.bytes(context.rng.int(1, 4096)) }];
+  }
+  return [message];
+};
+
 /** Twins are two honest cores under one identity; the duplication happens in the simulation itself. */
 const honest: Behaviour = (_context, _to, message) => [message];
 
@@ -148,4 +236,7 @@ export const behaviours: Record<BehaviourName, Behaviour> = {
   replay,
   mutate,
   twins: honest,
+  'bad-chunks': badChunks,
+  'forged-manifest': forgedManifest,
+  'phantom-offer': phantomOffer,
 };

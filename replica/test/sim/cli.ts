@@ -1,5 +1,5 @@
 // npm run sim -- --seeds N [--first S] [--seed S] [--replicas 4,7] [--mode bft|crash] [--no-byzantine]
-//                [--behaviours silent,equivocate,...] [--broken-quorum] [--jobs J] [--trace]
+//                [--behaviours silent,equivocate,...] [--broken-quorum] [--disk-faults] [--jobs J] [--trace]
 // Runs seeded simulations across worker threads and prints a JSON summary. A failing seed prints the
 // command that reproduces it and the end of its trace. Exit code 1 when any run found a violation.
 
@@ -9,6 +9,7 @@ import { Worker, isMainThread, parentPort, workerData } from 'node:worker_thread
 import type { FaultMode } from '../../src/core/quorum.ts';
 import { type BehaviourName, behaviourNames } from './byzantine.ts';
 import { type SeedOptions, reproduceCommand, runSeed } from './run.ts';
+import type { DiskFaultStats } from './simulation.ts';
 
 interface Job {
   readonly runs: readonly SeedOptions[];
@@ -21,6 +22,7 @@ interface RunReport {
   readonly trace: readonly string[];
   readonly decidedInstances: number;
   readonly leaderChanges: number;
+  readonly disk: DiskFaultStats;
   readonly wallMs: number;
 }
 
@@ -34,6 +36,7 @@ function runJob(job: Job, report: (r: RunReport) => void): void {
       trace: result.violations.length > 0 ? result.trace.slice(-job.traceLines) : [],
       decidedInstances: result.decidedInstances,
       leaderChanges: result.leaderChanges,
+      disk: result.disk,
       wallMs: performance.now() - started,
     });
   }
@@ -57,6 +60,7 @@ async function main(): Promise<void> {
       'no-byzantine': { type: 'boolean', default: false },
       behaviours: { type: 'string' },
       'broken-quorum': { type: 'boolean', default: false },
+      'disk-faults': { type: 'boolean', default: false },
       jobs: { type: 'string', default: String(availableParallelism()) },
       trace: { type: 'boolean', default: false },
     },
@@ -71,7 +75,15 @@ async function main(): Promise<void> {
   const runs: SeedOptions[] = [];
   for (const seed of seeds) {
     for (const replicas of replicaCounts) {
-      runs.push({ seed, replicas, mode, byzantine, ...(behaviours ? { behaviours } : {}), ...(values['broken-quorum'] ? { brokenQuorum: true } : {}) });
+      runs.push({
+        seed,
+        replicas,
+        mode,
+        byzantine,
+        ...(behaviours ? { behaviours } : {}),
+        ...(values['broken-quorum'] ? { brokenQuorum: true } : {}),
+        ...(values['disk-faults'] ? { diskFaults: true } : {}),
+      });
     }
   }
   const traceLines = values.trace || values.seed !== undefined ? 4000 : 80;
@@ -81,11 +93,13 @@ async function main(): Promise<void> {
   let done = 0;
   let instances = 0;
   let leaderChanges = 0;
+  const disk: Record<string, number> = {};
   let slowest = null as RunReport | null;
   const onReport = (r: RunReport): void => {
     done++;
     instances += r.decidedInstances;
     leaderChanges += r.leaderChanges;
+    for (const [key, value] of Object.entries(r.disk)) disk[key] = (disk[key] ?? 0) + value;
     if (slowest === null || r.wallMs > slowest.wallMs) slowest = r;
     if (r.violations.length > 0) {
       failures.push(r);
@@ -116,11 +130,13 @@ async function main(): Promise<void> {
     replicas: replicaCounts,
     mode,
     byzantine,
+    diskFaults: values['disk-faults'],
     failingRuns: failures.length,
     violations: failures.reduce((sum, r) => sum + r.violations.length, 0),
     failing: failures.slice(0, 20).map((r) => ({ command: reproduceCommand(r.options), first: r.violations[0] })),
     decidedInstances: instances,
     leaderChanges,
+    ...(values['disk-faults'] ? { disk } : {}),
     elapsedSeconds: Math.round((performance.now() - started) / 100) / 10,
     slowestRun: slowest === null ? null : { command: reproduceCommand(slowest.options), wallMs: Math.round(slowest.wallMs) },
     jobs,

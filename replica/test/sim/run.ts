@@ -1,11 +1,21 @@
 // One randomized run per seed: a safety phase with network faults, crashes, restarts, partitions and
 // Byzantine replicas, then a liveness phase in which the network heals and every crashed replica
 // restarts (the Byzantine ones keep misbehaving): every client must then finish within a bound.
+//
+// With disk faults, the replicas also checkpoint often (every 4–10 instances, a retained window of 4–6
+// periods), and the safety phase adds: crashes in the middle of persisting a Ready (a prefix durable,
+// the next record torn), long crashes (the replica falls behind the retained window), and, on one
+// replica only, lost disks: a plain wipe, or a flipped bit in its log or a checkpoint that makes it
+// refuse to start until the operator wipes it. A wiped replica is amnesic until it is past what it
+// forgot; it counts as a fault, so liveness is only required when Byzantine replicas plus the one
+// that lost its disk are at most f (a quarter of such runs take f Byzantine replicas anyway and check
+// safety alone). After the liveness phase every correct replica must have caught up, wiped ones by
+// state transfer, and every correct replica's state must be exactly the state of its last instance.
 
 import { type FaultMode, maxFaults, quorumsFor } from '../../src/core/quorum.ts';
-import { type BehaviourName, behaviourNames, behaviours } from './byzantine.ts';
+import { type BehaviourName, behaviours, consensusBehaviourNames, behaviourNames } from './byzantine.ts';
 import { Rng } from './prng.ts';
-import { type ByzantineAssignment, Simulation, type SimulationResult } from './simulation.ts';
+import { type ByzantineAssignment, type SimCheckpointConfig, Simulation, type SimulationResult } from './simulation.ts';
 
 export interface SeedOptions {
   readonly seed: number;
@@ -17,7 +27,11 @@ export interface SeedOptions {
   readonly behaviours?: readonly BehaviourName[];
   /** Make every quorum one smaller: only to prove the checkers catch a broken protocol. */
   readonly brokenQuorum?: boolean;
+  /** Checkpoints, torn writes, flipped bits, wipes and state transfer (with Byzantine chunk servers). */
+  readonly diskFaults?: boolean;
 }
+
+type DiskFaultKind = 'torn-write' | 'long-crash' | 'wipe' | 'flip-log' | 'flip-checkpoint';
 
 export const safetyPhaseMs = 4000;
 /** After faults stop, every request must be answered within this much simulated time. */
@@ -28,31 +42,48 @@ export function reproduceCommand(options: SeedOptions): string {
   if (options.byzantine) parts.push('--byzantine');
   if (options.behaviours) parts.push(`--behaviours ${options.behaviours.join(',')}`);
   if (options.brokenQuorum) parts.push('--broken-quorum');
+  if (options.diskFaults) parts.push('--disk-faults');
   return parts.join(' ');
 }
 
 export function runSeed(options: SeedOptions): SimulationResult {
   const plan = new Rng(options.seed >>> 0).fork('plan');
+  // A stream of its own, so that runs without disk faults draw exactly what they always drew.
+  const diskPlan = new Rng(options.seed >>> 0).fork('disk-plan');
+  const diskFaults = options.diskFaults === true;
   const n = options.replicas;
   const f = maxFaults(n, options.mode);
+  const losesDisk = diskFaults && diskPlan.chance(0.6);
+  const overBudget = losesDisk && options.byzantine && options.mode === 'bft' && diskPlan.chance(0.25);
+  const byzantineCount = losesDisk && !overBudget ? f - 1 : f;
   const byzantine: ByzantineAssignment[] = [];
   if (options.byzantine && options.mode === 'bft') {
-    const ids = plan.shuffle(Array.from({ length: n }, (_, i) => i)).slice(0, f);
-    const names = options.behaviours ?? behaviourNames;
+    const ids = plan.shuffle(Array.from({ length: n }, (_, i) => i)).slice(0, byzantineCount);
+    const names = options.behaviours ?? (diskFaults ? behaviourNames : consensusBehaviourNames);
     for (const id of ids) {
       const name = plan.pick(names);
       byzantine.push({ id, behaviour: behaviours[name], twin: name === 'twins', label: name });
     }
   }
   const quorums = quorumsFor(n, f, options.mode);
+  let checkpoints: SimCheckpointConfig | undefined;
+  if (diskFaults) {
+    const periodInstances = diskPlan.int(4, 10);
+    checkpoints = {
+      periodInstances,
+      periodBytes: diskPlan.chance(0.3) ? diskPlan.int(4_000, 40_000) : 1024 * 1024,
+      decisionsRetainedMax: Math.max(8, periodInstances * diskPlan.int(4, 6)),
+    };
+  }
   const sim = new Simulation({
     seed: options.seed,
     replicas: n,
     mode: options.mode,
     clients: plan.int(2, 4),
-    requestsPerClient: plan.int(4, 10),
+    requestsPerClient: plan.int(4, 10) + (diskFaults ? diskPlan.int(0, 8) : 0),
     signedRequests: plan.chance(0.3),
     byzantine,
+    ...(checkpoints ? { checkpoints, operationPadBytes: diskPlan.pick([0, 40, 200, 600]) } : {}),
     ...(options.brokenQuorum
       ? {
           quorumsOverride: {
@@ -65,6 +96,12 @@ export function runSeed(options: SeedOptions): SimulationResult {
       : {}),
   });
   for (const b of byzantine) sim.log(`byzantine r${b.id}: ${b.label}`);
+  if (checkpoints) {
+    sim.log(
+      `checkpoints every ${checkpoints.periodInstances} instances or ${checkpoints.periodBytes} B; ` +
+        `${checkpoints.decisionsRetainedMax} decisions retained`,
+    );
+  }
 
   sim.network.setFaults({
     lossRate: plan.chance(0.3) ? 0 : plan.next() * 0.15,
@@ -80,6 +117,36 @@ export function runSeed(options: SeedOptions): SimulationResult {
     const downMs = plan.int(50, 1500);
     sim.scheduler.at(at, () => sim.crash(id));
     sim.scheduler.at(Math.min(at + downMs, safetyPhaseMs - 1), () => sim.restart(id));
+  }
+  const expectLiveness = !overBudget;
+  if (diskFaults) {
+    const victim = losesDisk ? diskPlan.pick(correct) : null;
+    if (victim !== null) sim.log(`r${victim} will lose its disk${overBudget ? ` (with ${byzantine.length} Byzantine: over the fault budget, safety only)` : ''}`);
+    const kinds: DiskFaultKind[] = victim === null ? ['torn-write', 'long-crash'] : ['torn-write', 'long-crash', 'wipe', 'flip-log', 'flip-checkpoint'];
+    const events = diskPlan.int(1, 4);
+    for (let i = 0; i < events; i++) {
+      const kind = diskPlan.pick(kinds);
+      const destroys = kind === 'wipe' || kind === 'flip-log' || kind === 'flip-checkpoint';
+      const id = destroys ? (victim as number) : diskPlan.pick(correct);
+      const at = diskPlan.int(0, safetyPhaseMs - 200);
+      const downMs = kind === 'long-crash' ? diskPlan.int(1500, 3500) : diskPlan.int(50, 1500);
+      const back = Math.min(at + downMs, safetyPhaseMs - 1);
+      sim.scheduler.at(at, () => {
+        switch (kind) {
+          case 'torn-write':
+            return sim.crashDuringNextPersist(id);
+          case 'long-crash':
+          case 'wipe':
+            return sim.crash(id);
+          case 'flip-log':
+          case 'flip-checkpoint':
+            sim.crash(id);
+            sim.flipBit(id, kind === 'flip-log' ? 'log' : 'checkpoint');
+            return;
+        }
+      });
+      sim.scheduler.at(back, () => (kind === 'wipe' ? sim.wipe(id) : sim.restart(id)));
+    }
   }
   const partitions = plan.int(0, 2);
   for (let i = 0; i < partitions; i++) {
@@ -101,7 +168,15 @@ export function runSeed(options: SeedOptions): SimulationResult {
     for (let id = 0; id < n; id++) sim.restart(id);
     sim.log(`faults stop; liveness phase (bound ${livenessBoundMs} ms; quorums accept=${quorums.accept})`);
   });
-  sim.runUntil(safetyPhaseMs + livenessBoundMs, true);
-  if (sim.violations.length === 0) sim.checkLiveness();
+  if (!diskFaults) {
+    sim.runUntil(safetyPhaseMs + livenessBoundMs, true);
+    if (sim.violations.length === 0) sim.checkLiveness();
+    if (sim.violations.length === 0) sim.checkFinalStates();
+    return sim.result();
+  }
+  sim.runUntil(safetyPhaseMs + livenessBoundMs, true, expectLiveness);
+  if (sim.violations.length === 0 && expectLiveness) sim.checkLiveness();
+  if (sim.violations.length === 0 && expectLiveness) sim.checkCaughtUp();
+  if (sim.violations.length === 0) sim.checkFinalStates();
   return sim.result();
 }

@@ -8,17 +8,27 @@ import { digestKey } from '../../src/core/crypto.ts';
 import type { Quorums, FaultMode } from '../../src/core/quorum.ts';
 import { maxFaults, quorumsFor } from '../../src/core/quorum.ts';
 import type { Delivery, PersistRecord } from '../../src/core/ready.ts';
+import type { BftError } from '../../src/errors.ts';
 import { Executor } from '../../src/service/executor.ts';
 import type { OrderedOperation, Service } from '../../src/service/service.ts';
-import { ReplicaCore } from '../../src/core/replica.ts';
+import { type CheckpointBase, ReplicaCore } from '../../src/core/replica.ts';
 import type { View } from '../../src/core/view.ts';
 import { acceptSigningPayload, decodeBatch, decodeMessage, encodeMessage, requestSigningPayload } from '../../src/protocol/codec.ts';
-import { type ClientRequest, MessageType, type Message, type ReplicaMessage } from '../../src/protocol/messages.ts';
+import {
+  type ClientRequest,
+  MessageType,
+  type Message,
+  type ReplicaMessage,
+  isStateTransferMessage,
+} from '../../src/protocol/messages.ts';
+import { encodeViewPart } from '../../src/runtime/checkpointer.ts';
 import { type Behaviour, type ByzantineContext, historyMax } from './byzantine.ts';
 import { SimKeys } from './crypto.ts';
+import { type CheckpointPart, type SimCheckpoint, SimDisk, buildCheckpoint, concatBytes } from './disk.ts';
 import { SimNetwork } from './network.ts';
 import { Rng } from './prng.ts';
 import { type EventId, Scheduler } from './scheduler.ts';
+import { SimStateTransfer, type SimStateTransferStats } from './state-transfer.ts';
 
 export type Address = number | string;
 
@@ -30,6 +40,10 @@ export interface Violation {
     | 'certificate'
     | 'client-answer'
     | 'vote-not-durable'
+    /** A checkpoint taken or installed is not the state correct replicas had at its instance. */
+    | 'checkpoint-state'
+    /** At the end, a correct replica's state is not the state of its last decided instance. */
+    | 'state'
     | 'liveness';
   readonly atMs: number;
   readonly detail: string;
@@ -56,6 +70,20 @@ export interface SimulationOptions {
   readonly quorumsOverride?: Quorums;
   readonly tickMs?: number;
   readonly traceLinesMax?: number;
+  /** The core's checkpoint schedule and retained window; by default the core's, which never checkpoints in a run this short. */
+  readonly checkpoints?: SimCheckpointConfig;
+  /** Padding in every operation (and so in every result), so that checkpoints span several chunks. */
+  readonly operationPadBytes?: number;
+  /** An operator wipes and restarts a replica that refused to start, this long after (default 300 ms). */
+  readonly operatorWipeDelayMs?: number;
+  /** Attesters a state transfer needs; only for the test that proves the checkers catch a broken rule. */
+  readonly stateTransferQuorumOverride?: number;
+}
+
+export interface SimCheckpointConfig {
+  readonly periodInstances: number;
+  readonly periodBytes: number;
+  readonly decisionsRetainedMax: number;
 }
 
 /** Timeouts for the simulator, in ticks of `tickMs` (10 ms): short, so that runs see many leader changes. */
@@ -74,8 +102,26 @@ const clientBusyBackoffMs = 100;
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder();
 
+const operatorWipeDelayMsDefault = 300;
+/** Replies each replica keeps per client (the executor's reply cache). */
+export const simRepliesPerClientMax = 8;
+
 function sha256(bytes: Uint8Array): Uint8Array {
   return createHash('sha256').update(bytes).digest();
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.length).equals(b);
+}
+
+interface ReplicaState {
+  readonly service: AppendLogService;
+  readonly executor: Executor;
+}
+
+function freshState(): ReplicaState {
+  const service = new AppendLogService();
+  return { service, executor: new Executor(service, simRepliesPerClientMax) };
 }
 
 /** One replica incarnation: the core, its disk, and the service it executes. */
@@ -84,11 +130,17 @@ class SimReplica {
   readonly correct: boolean;
   readonly isTwin: boolean;
   core: ReplicaCore | null = null;
-  /** Records persisted so far; the simulated disk syncs every record (fsync policy). */
-  readonly disk: PersistRecord[] = [];
+  /** The write-ahead log (fsync: every record of a Ready is durable before its messages leave) and the checkpoints. */
+  readonly disk = new SimDisk();
   /** kind/cid/regency of every durable vote, to check that no vote leaves before it is on disk. */
   readonly durableVotes = new Set<string>();
-  executor = new Executor(new AppendLogService(), 8);
+  state: ReplicaState = freshState();
+  transfer: SimStateTransfer | null = null;
+  /** The next Ready with records is cut short by a crash: a prefix of its records reaches the disk. */
+  crashDuringNextPersist = false;
+  /** Why the last start was refused (damaged disk), until the operator wipes it. */
+  refusedStart: BftError | null = null;
+  wipeScheduled = false;
   incarnation = 0;
   readonly history: ReplicaMessage[] = [];
   readonly byzantine: ByzantineAssignment | undefined;
@@ -104,8 +156,8 @@ class SimReplica {
     return this.isTwin ? `r${this.id}'` : `r${this.id}`;
   }
 
-  resetService(): void {
-    this.executor = new Executor(new AppendLogService(), 8);
+  get executor(): Executor {
+    return this.state.executor;
   }
 
   remember(message: ReplicaMessage): void {
@@ -115,7 +167,7 @@ class SimReplica {
 }
 
 /** The replicated service of the simulation: an append-only log; each result names the op's position. */
-class AppendLogService implements Service {
+export class AppendLogService implements Service {
   private length = 0;
   executeOrdered(operations: readonly OrderedOperation[]): Uint8Array[] {
     return operations.map((op) => utf8.encode(`${++this.length}:${fromUtf8.decode(op.operation)}`));
@@ -162,6 +214,36 @@ export interface SimulationResult {
   readonly leaderChanges: number;
   readonly simulatedMs: number;
   readonly droppedByReason: Readonly<Record<string, number>>;
+  readonly disk: DiskFaultStats;
+}
+
+/** What the disk and state-transfer side of a run did, for the summary. */
+export interface DiskFaultStats {
+  checkpointsTaken: number;
+  tornCrashes: number;
+  bitsFlipped: number;
+  refusedStarts: number;
+  wipes: number;
+  stateTransfersStarted: number;
+  stateTransfersInstalled: number;
+  stateTransfersFailed: number;
+  badChunksDetected: number;
+  badOffersDetected: number;
+}
+
+function emptyDiskStats(): DiskFaultStats {
+  return {
+    checkpointsTaken: 0,
+    tornCrashes: 0,
+    bitsFlipped: 0,
+    refusedStarts: 0,
+    wipes: 0,
+    stateTransfersStarted: 0,
+    stateTransfersInstalled: 0,
+    stateTransfersFailed: 0,
+    badChunksDetected: 0,
+    badOffersDetected: 0,
+  };
 }
 
 export class Simulation {
@@ -179,8 +261,16 @@ export class Simulation {
   private readonly trace: string[] = [];
   private readonly traceLinesMax: number;
   private readonly byzantineRng: Rng;
+  private readonly diskRng: Rng;
   /** cid → digest key, from the first correct replica that decided it. */
   private readonly decided = new Map<number, string>();
+  /** cid → that decision with its requests: what correct replicas executed, to rebuild their state at any instance. */
+  private readonly decidedDeliveries = new Map<number, Delivery>();
+  /** cid → the state bytes (checkpoint parts) correct replicas have after executing it. */
+  private readonly correctStates = new Map<number, Uint8Array>();
+  private readonly diskStats = emptyDiskStats();
+  /** Transfer statistics of incarnations that are gone. */
+  private readonly retiredTransfers: SimStateTransferStats[] = [];
   /** clientId/seq → operation the client issued. */
   private readonly issued = new Map<string, string>();
   /** Position in the replicated log → the request a client was told was executed there. */
@@ -191,6 +281,7 @@ export class Simulation {
     this.options = options;
     this.rng = new Rng(options.seed >>> 0);
     this.byzantineRng = this.rng.fork('byzantine');
+    this.diskRng = this.rng.fork('disk');
     this.keys = new SimKeys(this.rng.fork('keys'));
     this.tickMs = options.tickMs ?? 10;
     this.traceLinesMax = options.traceLinesMax ?? 4000;
@@ -245,8 +336,10 @@ export class Simulation {
       this.violation('validity', `${node.name} delivered requests that are not the decided batch at cid ${decision.cid}`);
     }
     const first = this.decided.get(decision.cid);
-    if (first === undefined) this.decided.set(decision.cid, key);
-    else if (first !== key) {
+    if (first === undefined) {
+      this.decided.set(decision.cid, key);
+      this.decidedDeliveries.set(decision.cid, { decision, requests });
+    } else if (first !== key) {
       this.violation('agreement', `cid ${decision.cid}: ${node.name} decided ${key.slice(0, 12)}, another correct replica ${first.slice(0, 12)}`);
     }
     for (const request of requests) {
@@ -270,29 +363,179 @@ export class Simulation {
   // Replicas.
 
   private configFor(id: number) {
+    const checkpoints = this.options.checkpoints;
     return makeCoreConfig(id, this.view, {
       ...simTiming,
       batchRequestsMax: 8,
       clientInFlightMax: 4,
       requireSignedRequests: this.options.signedRequests ?? false,
+      ...(checkpoints
+        ? {
+            checkpointPeriodInstances: checkpoints.periodInstances,
+            checkpointPeriodBytes: checkpoints.periodBytes,
+            decisionsRetainedMax: checkpoints.decisionsRetainedMax,
+          }
+        : {}),
     });
   }
 
-  private start(node: SimReplica): void {
+  // -------------------------------------------------------------------------------------------
+  // Replicated state: checkpoints of it, and what it must be.
+
+  /** The parts of a checkpoint of `state`: the real streamed snapshots, gathered, and the view. */
+  private stateParts(state: ReplicaState): CheckpointPart[] {
+    return [
+      { name: 'service', bytes: concatBytes(state.service.snapshot()) },
+      { name: 'replies', bytes: concatBytes(state.executor.snapshotReplies()) },
+      { name: 'view', bytes: encodeViewPart(this.view) },
+    ];
+  }
+
+  private stateBytes(state: ReplicaState): Uint8Array {
+    return concatBytes(this.stateParts(state).map((part) => part.bytes));
+  }
+
+  /**
+   * The state correct replicas have after instance `cid`, rebuilt by executing what they decided from
+   * the start; or why it cannot be (an instance no correct replica delivered, which no checkpoint of a
+   * correct replica can cover).
+   */
+  private rebuildState(cid: number): ReplicaState | string {
+    const state = freshState();
+    for (let c = 0; c <= cid; c++) {
+      const delivery = this.decidedDeliveries.get(c);
+      if (delivery === undefined) return `no correct replica delivered instance ${c}`;
+      const problem = state.executor.outOfOrder(delivery.requests);
+      if (problem !== null) return `instance ${c} would execute ${problem}`;
+      state.executor.execute(delivery);
+    }
+    return state;
+  }
+
+  private correctStateBytes(cid: number): Uint8Array | string {
+    const known = this.correctStates.get(cid);
+    if (known !== undefined) return known;
+    const state = this.rebuildState(cid);
+    if (typeof state === 'string') return state;
+    const bytes = this.stateBytes(state);
+    this.correctStates.set(cid, bytes);
+    return bytes;
+  }
+
+  /** Checks that `bytes`, the state of a checkpoint of `cid` on `node`, is what correct replicas had there. */
+  private checkCheckpointState(node: SimReplica, cid: number, bytes: Uint8Array, what: string): boolean {
+    if (!node.correct) return true;
+    const expected = this.correctStateBytes(cid);
+    if (typeof expected === 'string') {
+      this.violation('checkpoint-state', `${node.name} ${what} checkpoint ${cid}, but ${expected}`);
+      return false;
+    }
+    if (!equalBytes(expected, bytes)) {
+      this.violation('checkpoint-state', `${node.name} ${what} checkpoint ${cid} (${bytes.length} B) that differs from the correct state (${expected.length} B)`);
+      return false;
+    }
+    return true;
+  }
+
+  /** Delivery.checkpoint: the state after `cid` goes to the disk as a checkpoint; the log forgets what it covers. */
+  private takeCheckpoint(node: SimReplica, cid: number): void {
+    const checkpoint = buildCheckpoint(cid, this.view.number, this.stateParts(node.state), node.id);
+    this.checkCheckpointState(node, cid, checkpoint.bytes, 'took');
+    node.disk.addCheckpoint(checkpoint);
+    this.diskStats.checkpointsTaken++;
+  }
+
+  /**
+   * The state of a verified checkpoint (own, at start; or fetched) as a fresh service and executor. The
+   * real install is asynchronous (streamed pieces), which a synchronous simulator cannot await: the sim
+   * rebuilds the state by executing what correct replicas decided up to the checkpoint's instance, and
+   * requires the checkpoint's bytes to be exactly that state's snapshot (so the bytes installed are
+   * the state, and the checker above is the install's proof). installs-through-the-real-API is tested
+   * on the same bytes in disk-faults.test.ts.
+   */
+  private stateOf(node: SimReplica, checkpoint: SimCheckpoint, what: string): ReplicaState | null {
+    const cid = checkpoint.manifest.cid;
+    if (!this.checkCheckpointState(node, cid, checkpoint.bytes, what)) return null;
+    const state = this.rebuildState(cid);
+    if (typeof state === 'string') {
+      // A Byzantine replica's own checkpoint: nothing correct vouches for it; it starts empty.
+      this.log(`${node.name} cannot rebuild checkpoint ${cid}: ${state}`);
+      return null;
+    }
+    return state;
+  }
+
+  /** Final check: every correct replica's state is the state of its last decided instance. */
+  checkFinalStates(): void {
+    for (const nodes of this.slots.values()) {
+      for (const node of nodes) {
+        const status = node.core?.status();
+        if (!node.correct || status === undefined || status.lastDecidedCid < 0 || status.awaitingStateTransfer) continue;
+        const expected = this.correctStateBytes(status.lastDecidedCid);
+        if (typeof expected === 'string') {
+          this.violation('state', `${node.name} decided up to ${status.lastDecidedCid}, but ${expected}`);
+        } else if (!equalBytes(expected, this.stateBytes(node.state))) {
+          this.violation('state', `${node.name}'s state after instance ${status.lastDecidedCid} differs from the correct one`);
+        }
+      }
+    }
+  }
+
+  /** Starts an incarnation from what the disk holds; false when the disk refuses (damage), as the real storage does. */
+  private start(node: SimReplica): boolean {
     node.incarnation++;
-    node.resetService();
-    const restore = node.disk.length > 0 ? node.disk : undefined;
-    node.core = new ReplicaCore(this.configFor(node.id), this.keys.cryptoFor(node.id), {
-      ...(restore ? { restore } : {}),
+    node.crashDuringNextPersist = false;
+    this.retireTransfer(node);
+    const opened = node.disk.open();
+    if (!opened.ok) {
+      node.core = null;
+      node.refusedStart = opened.error;
+      this.diskStats.refusedStarts++;
+      this.log(`${node.name} refuses to start: ${opened.error.code} ${opened.error.message}`);
+      this.scheduleOperatorWipe(node);
+      return false;
+    }
+    node.refusedStart = null;
+    if (opened.truncatedTail) this.log(`${node.name} cut a damaged last log record off`);
+    node.state = freshState();
+    let base: CheckpointBase | undefined;
+    const checkpoint = opened.checkpoint;
+    if (checkpoint !== null) {
+      const state = this.stateOf(node, checkpoint, 'restarts from');
+      if (state === null) {
+        // Already a violation (correct replica) or a Byzantine one with nothing to vouch for it: stay down.
+        node.core = null;
+        return false;
+      }
+      node.state = state;
+      base = { cid: checkpoint.manifest.cid, clientSeqs: state.executor.clientSeqs() };
+    }
+    const core = new ReplicaCore(this.configFor(node.id), this.keys.cryptoFor(node.id), {
+      ...(base ? { base } : {}),
+      ...(opened.records.length > 0 ? { restore: opened.records } : {}),
+      ...(node.disk.amnesic ? { amnesic: true } : {}),
       ...(this.options.quorumsOverride ? { quorumsOverride: this.options.quorumsOverride } : {}),
     });
-    // Replay the durable log into a fresh service, as the process does on start.
-    for (const record of node.disk) {
-      if (record.kind !== 'decision') continue;
-      const decoded = decodeBatch(record.decision.batch);
-      if (decoded.ok) this.execute(node, { decision: record.decision, requests: decoded.batch.requests }, false);
-    }
+    node.core = core;
     const incarnation = node.incarnation;
+    node.transfer = this.makeTransfer(node, incarnation);
+    // Replay the durable log after the checkpoint into the service, as the process does on start, and
+    // take the checkpoints the schedule met there that a crash kept from being taken.
+    const missedCheckpoints = new Set(core.restoredCheckpointCids);
+    let next = base === undefined ? 0 : base.cid + 1;
+    for (const record of opened.records) {
+      if (record.kind !== 'decision' || record.decision.cid !== next) continue;
+      next++;
+      const decoded = decodeBatch(record.decision.batch);
+      if (!decoded.ok) continue;
+      const delivery: Delivery = { decision: record.decision, requests: decoded.batch.requests };
+      // A decision made durable by a crash mid-Ready was never delivered: check it like any delivery.
+      if (node.correct) this.checkDelivery(node, delivery);
+      this.execute(node, delivery, false);
+      if (missedCheckpoints.has(record.decision.cid) && node.disk.checkpoint(record.decision.cid) === undefined) {
+        this.takeCheckpoint(node, record.decision.cid);
+      }
+    }
     const tick = (): void => {
       if (node.core === null || node.incarnation !== incarnation) return;
       node.core.tick();
@@ -300,22 +543,157 @@ export class Simulation {
       this.scheduler.after(this.tickMs, tick);
     };
     this.scheduler.after(this.rng.int(1, this.tickMs), tick);
+    return true;
+  }
+
+  private makeTransfer(node: SimReplica, incarnation: number): SimStateTransfer {
+    const crypto = this.keys.cryptoFor(node.id);
+    const alive = () => node.core !== null && node.incarnation === incarnation;
+    return new SimStateTransfer({
+      me: node.id,
+      view: this.view,
+      quorum: this.options.stateTransferQuorumOverride ?? this.quorums.includesCorrect,
+      now: () => this.scheduler.now(),
+      after: (delayMs, action) => {
+        this.scheduler.after(delayMs, () => {
+          if (!alive()) return;
+          action();
+          this.flush(node);
+        });
+      },
+      send: (to, message) => this.send(node, to, message, encodeMessage(message)),
+      sign: (payload) => crypto.sign(payload),
+      verify: (replica, payload, signature) => crypto.verifyReplica(replica, payload, signature),
+      checkpoints: () => node.disk.checkpoints,
+      fetched: (checkpoint, attesters) => this.installFetched(node, checkpoint, attesters),
+      failed: () => node.core?.stateTransferFailed(),
+      log: (line) => this.log(line.replace(`r${node.id} `, `${node.name} `)),
+    });
+  }
+
+  /** A fetched checkpoint, every chunk matching a manifest the quorum attests: persist, install, tell the core. */
+  private installFetched(node: SimReplica, checkpoint: SimCheckpoint, attesters: readonly number[]): void {
+    const core = node.core;
+    if (core === null) return;
+    const cid = checkpoint.manifest.cid;
+    // Into the store first, as the real state transfer does: a crash after this restarts from it.
+    node.disk.addCheckpoint(checkpoint);
+    const state = this.stateOf(node, checkpoint, 'installed');
+    if (state === null) {
+      core.stateTransferFailed();
+      return;
+    }
+    node.state = state;
+    core.installCheckpoint({ cid, clientSeqs: state.executor.clientSeqs() });
+    this.log(`${node.name} installed checkpoint ${cid} (attested by ${attesters.map((a) => `r${a}`).join(' ')})`);
+  }
+
+  private retireTransfer(node: SimReplica): void {
+    if (node.transfer !== null) this.retiredTransfers.push(node.transfer.stats());
+    node.transfer = null;
+  }
+
+  private scheduleOperatorWipe(node: SimReplica): void {
+    if (node.wipeScheduled) return;
+    node.wipeScheduled = true;
+    this.scheduler.after(this.options.operatorWipeDelayMs ?? operatorWipeDelayMsDefault, () => {
+      node.wipeScheduled = false;
+      this.log(`operator: ${node.name} refused to start; wiping its disk and starting it again`);
+      this.wipeNode(node);
+    });
   }
 
   crash(id: number): void {
     for (const node of this.slots.get(id) ?? []) {
       if (node.core === null) continue;
       node.core = null;
+      node.crashDuringNextPersist = false;
       this.log(`crash ${node.name}`);
     }
   }
 
   restart(id: number): void {
     for (const node of this.slots.get(id) ?? []) {
-      if (node.core !== null) continue;
-      this.start(node);
-      this.log(`restart ${node.name} from ${node.disk.length} persisted records`);
+      node.crashDuringNextPersist = false;
+      if (node.core !== null || node.wipeScheduled) continue;
+      const summary = `${node.disk.log.length} log records, checkpoints [${node.disk.checkpoints.map((c) => c.manifest.cid).join(',')}]`;
+      if (this.start(node)) this.log(`restart ${node.name} from ${summary}${node.disk.amnesic ? ' (amnesic)' : ''}`);
     }
+  }
+
+  /** The disk is lost: the replica starts again with nothing, knowing that it forgot (amnesic). */
+  wipe(id: number): void {
+    for (const node of this.slots.get(id) ?? []) this.wipeNode(node);
+  }
+
+  private wipeNode(node: SimReplica): void {
+    if (node.core !== null) this.log(`crash ${node.name}`);
+    node.core = null;
+    node.disk.wipe();
+    node.durableVotes.clear();
+    this.diskStats.wipes++;
+    this.log(`wipe ${node.name}: empty disk, amnesic`);
+    this.start(node);
+  }
+
+  /** The next Ready with records crashes the replica part way through persisting it. */
+  crashDuringNextPersist(id: number): void {
+    for (const node of this.slots.get(id) ?? []) if (node.core !== null) node.crashDuringNextPersist = true;
+  }
+
+  /** Flips a bit on a replica's disk: in a log record that is not the last, or in a checkpoint. */
+  flipBit(id: number, where: 'log' | 'checkpoint'): boolean {
+    let flipped = false;
+    for (const node of this.slots.get(id) ?? []) {
+      const what = where === 'log' ? node.disk.flipLogBit(this.diskRng) : node.disk.flipCheckpointBit(this.diskRng);
+      this.log(`${node.name}: ${what === null ? `nothing to flip in its ${where}` : `flipped a bit in ${what}`}`);
+      if (what !== null) {
+        flipped = true;
+        this.diskStats.bitsFlipped++;
+      }
+    }
+    return flipped;
+  }
+
+  /** What the tests look at: one replica's disk, refusal and state transfer. */
+  replicaDisk(id: number): { disk: SimDisk; refusedStart: BftError | null; transfer: SimStateTransferStats | null } | null {
+    const node = this.slots.get(id)?.[0];
+    if (node === undefined) return null;
+    return { disk: node.disk, refusedStart: node.refusedStart, transfer: node.transfer?.stats() ?? null };
+  }
+
+  /** Every correct replica is up, not fetching a checkpoint, and at the highest instance any of them decided. */
+  allCaughtUp(): boolean {
+    let highest = -1;
+    const cids: number[] = [];
+    for (const nodes of this.slots.values()) {
+      for (const node of nodes) {
+        if (!node.correct) continue;
+        const status = node.core?.status();
+        if (status === undefined || status.awaitingStateTransfer) return false;
+        cids.push(status.lastDecidedCid);
+        highest = Math.max(highest, status.lastDecidedCid);
+      }
+    }
+    return cids.every((cid) => cid === highest);
+  }
+
+  /** Liveness of the replicas themselves: after the run, every correct one caught up (wiped ones included). */
+  checkCaughtUp(): void {
+    if (this.allCaughtUp()) return;
+    const states: string[] = [];
+    for (const nodes of this.slots.values()) {
+      for (const node of nodes) {
+        if (!node.correct) continue;
+        const status = node.core?.status();
+        states.push(
+          status === undefined
+            ? `${node.name} down${node.refusedStart ? ` (refused: ${node.refusedStart.code})` : ''}`
+            : `${node.name} at ${status.lastDecidedCid}${status.awaitingStateTransfer ? ' awaiting a checkpoint' : ''}${status.amnesiaFloorCid !== null ? ` amnesic (floor ${status.amnesiaFloorCid})` : ''}`,
+        );
+      }
+    }
+    this.violation('liveness', `correct replicas did not all catch up: ${states.join(', ')}`);
   }
 
   /** Cut every link between replicas of different groups, both ways; clients still reach everyone. */
@@ -355,7 +733,9 @@ export class Simulation {
         if (typeof from === 'string') core.receiveRequest(from, message.request);
       } else if (typeof from === 'number' && message.type !== MessageType.REPLY && message.type !== MessageType.BUSY) {
         if (!node.correct) node.remember(message);
-        core.step(from, message);
+        // State-transfer messages are the state-transfer module's, as the driver routes them.
+        if (isStateTransferMessage(message)) node.transfer?.receive(from, message);
+        else core.step(from, message);
       }
       this.flush(node);
     }
@@ -369,6 +749,8 @@ export class Simulation {
       crypto: this.keys.cryptoFor(from.id),
       history: from.history,
       signedRequests: this.options.signedRequests ?? false,
+      checkpoint: (cid) => from.disk.checkpoint(cid),
+      lastDecidedCid: () => from.core?.status().lastDecidedCid ?? -1,
     };
     for (const out of from.byzantine.behaviour(context, to, message)) {
       this.network.send(from.id, to, out === message ? encoded : encodeMessage(out));
@@ -380,10 +762,21 @@ export class Simulation {
     if (core === null) return;
     while (core.hasReady()) {
       const ready = core.ready();
-      node.disk.push(...ready.persist);
-      for (const record of ready.persist) {
-        if (record.kind === 'write' || record.kind === 'accept') node.durableVotes.add(`${record.kind}/${record.cid}/${record.regency}`);
+      if (node.crashDuringNextPersist && ready.persist.length > 0) {
+        // Power lost part way: a prefix is durable, the record being written is torn (the WAL cuts it
+        // off at open), and nothing of this Ready was sent or executed.
+        const durable = this.diskRng.int(0, ready.persist.length);
+        this.persist(node, ready.persist.slice(0, durable));
+        node.core = null;
+        node.crashDuringNextPersist = false;
+        this.diskStats.tornCrashes++;
+        this.log(
+          `crash ${node.name} while persisting: ${durable} of ${ready.persist.length} records durable` +
+            `${durable < ready.persist.length ? ', the next one torn' : ''}; none of its ${ready.messages.length} messages sent`,
+        );
+        return;
       }
+      this.persist(node, ready.persist);
       for (const out of ready.messages) {
         const encoded = encodeMessage(out.message);
         if (node.correct) this.checkVoteDurable(node, out.message);
@@ -406,6 +799,7 @@ export class Simulation {
             `${digestKey(sha256(delivery.decision.batch)).slice(0, 8)} [${delivery.requests.map((r) => `${r.clientId}/${r.seq}`).join(' ')}]`,
         );
         this.execute(node, delivery, true);
+        if (delivery.checkpoint === true) this.takeCheckpoint(node, delivery.decision.cid);
       }
       for (const notice of ready.notices) {
         if (notice.kind === 'cached-reply') {
@@ -416,7 +810,19 @@ export class Simulation {
           this.network.send(node.id, notice.clientId, encodeMessage(busy));
         }
       }
+      if (ready.stateTransfer !== null) node.transfer?.start(ready.stateTransfer.minCid);
       core.advance();
+    }
+    if (node.disk.amnesic && core.status().amnesiaFloorCid === null) {
+      node.disk.amnesic = false;
+      this.log(`${node.name} is past every instance it may have voted in before its disk was lost`);
+    }
+  }
+
+  private persist(node: SimReplica, records: readonly PersistRecord[]): void {
+    node.disk.append(records);
+    for (const record of records) {
+      if (record.kind === 'write' || record.kind === 'accept') node.durableVotes.add(`${record.kind}/${record.cid}/${record.regency}`);
     }
   }
 
@@ -443,7 +849,8 @@ export class Simulation {
   private issueNext(client: SimClient): void {
     if (client.completed >= this.options.requestsPerClient) return;
     client.seq++;
-    const operation = `${client.id}:${client.seq}`;
+    const pad = this.options.operationPadBytes ?? 0;
+    const operation = `${client.id}:${client.seq}${pad > 0 ? `:${'.'.repeat(pad)}` : ''}`;
     this.issued.set(`${client.id}/${client.seq}`, operation);
     const unsigned: ClientRequest = { clientId: client.id, seq: client.seq, ordered: true, operation: utf8.encode(operation), signature: null };
     const request = this.options.signedRequests
@@ -489,8 +896,9 @@ export class Simulation {
     if (matching < this.quorums.orderedReply) return;
     // Accepted: the answer names a log position; no two requests may ever be told the same one.
     const [position, operation] = [result.slice(0, result.indexOf(':')), result.slice(result.indexOf(':') + 1)];
-    const expected = `${clientId}:${outstanding.request.seq}`;
-    if (operation !== expected) this.violation('client-answer', `${expected} was answered with ${result}`);
+    const expected = `${clientId}/${outstanding.request.seq}`;
+    const issued = this.issued.get(expected);
+    if (operation !== issued) this.violation('client-answer', `${expected} was answered with ${result.slice(0, 80)}`);
     const earlier = this.answeredPositions.get(position);
     if (earlier !== undefined && earlier !== expected) {
       this.violation('client-answer', `position ${position} answered to both ${earlier} and ${expected}`);
@@ -517,9 +925,11 @@ export class Simulation {
     }
   }
 
-  runUntil(timeMs: number, stopWhenClientsDone = false): void {
+  /** Runs until `timeMs`, a violation, or (when asked) every client is done and, if asked too, every correct replica caught up. */
+  runUntil(timeMs: number, stopWhenClientsDone = false, andCaughtUp = false): void {
     this.scheduler.runUntil(timeMs, {
-      stop: () => this.violations.length > 0 || (stopWhenClientsDone && this.allClientsDone()),
+      stop: () =>
+        this.violations.length > 0 || (stopWhenClientsDone && this.allClientsDone() && (!andCaughtUp || this.allCaughtUp())),
       eventsMax: 20_000_000,
     });
   }
@@ -537,6 +947,16 @@ export class Simulation {
     }
     let completed = 0;
     for (const client of this.clients.values()) completed += client.completed;
+    const disk = { ...this.diskStats };
+    const transfers = [...this.retiredTransfers];
+    for (const nodes of this.slots.values()) for (const node of nodes) if (node.transfer !== null) transfers.push(node.transfer.stats());
+    for (const stats of transfers) {
+      disk.stateTransfersStarted += stats.fetchesStarted;
+      disk.stateTransfersInstalled += stats.fetchesInstalled;
+      disk.stateTransfersFailed += stats.fetchesFailed;
+      for (const count of Object.values(stats.badChunksByReplica)) disk.badChunksDetected += count;
+      for (const count of Object.values(stats.badOffersByReplica)) disk.badOffersDetected += count;
+    }
     return {
       seed: this.options.seed,
       violations: this.violations,
@@ -546,6 +966,7 @@ export class Simulation {
       leaderChanges,
       simulatedMs: this.scheduler.now(),
       droppedByReason: dropped,
+      disk,
     };
   }
 }
