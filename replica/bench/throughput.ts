@@ -1,4 +1,5 @@
 // npm run bench -- --replicas 4 --mode bft|crash --request-bytes 0 --reply-bytes 0 --clients 50 --seconds 30 [--signed]
+//                  [--service-thread worker|inline]
 // A throughput/latency microbenchmark in the manner of BFT-SMaRt's ThroughputLatencyServer/Client:
 // n replicas as separate processes on loopback, the clients in a process of their own. Prints JSON:
 // ops/s, latency p50/p90/p99, CPU seconds and peak RSS of every process.
@@ -22,9 +23,13 @@ const { values } = parseArgs({
     'warmup-seconds': { type: 'string', default: '5' },
     'batch-requests': { type: 'string', default: '1024' },
     signed: { type: 'boolean', default: false },
+    // Where the replicas run the service: its own worker thread (the default), or the main thread.
+    'service-thread': { type: 'string', default: 'worker' },
   },
 });
 const mode = values.mode as FaultMode;
+const serviceThread = values['service-thread'];
+if (serviceThread !== 'worker' && serviceThread !== 'inline') throw new Error('--service-thread is worker or inline');
 if (mode !== 'bft' && mode !== 'crash') throw new Error('--mode is bft or crash');
 
 /** CPU seconds and peak RSS of a live process, from /proc. */
@@ -50,7 +55,7 @@ const cluster = new LocalCluster({
   logLevel: 'warn',
   // As BFT-SMaRt's reference microbenchmark: no disk on the replication path.
   durability: 'none',
-  service: { module: 'builtin:throughput', config: { replyBytes: Number(values['reply-bytes']) } },
+  service: { module: 'builtin:throughput', config: { replyBytes: Number(values['reply-bytes']) }, thread: serviceThread },
   batch: { requestsMax: Number(values['batch-requests']), bytesMax: 4 * 1024 * 1024 },
   configOverrides: { clientInFlightMax: 64 },
   requireSignedRequests: values.signed,
@@ -101,6 +106,7 @@ try {
         replyBytes: Number(values['reply-bytes']),
         seconds: Number(values.seconds),
         signedRequests: values.signed,
+        serviceThread,
         ...result,
         processes: { ...replicas, client: clientUsage },
         machine: { cores: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown', node: process.version },

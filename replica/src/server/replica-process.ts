@@ -14,7 +14,7 @@ import { type Storage, VolatileStorage } from '../runtime/storage.ts';
 import { WriteAheadLog } from '../storage/wal.ts';
 import { clientIdentityOf } from '../protocol/client-id.ts';
 import { decodeBatch, encodeMessage } from '../protocol/codec.ts';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { InlineServiceHost, type ServiceHost, WorkerServiceHost } from '../service/service-host.ts';
 import { Executor } from '../service/executor.ts';
 import { loadService } from '../service/load-service.ts';
@@ -22,7 +22,8 @@ import { Checkpointer } from '../runtime/checkpointer.ts';
 import { StateTransfer } from '../runtime/state-transfer.ts';
 import { CheckpointStore } from '../storage/checkpoint-store.ts';
 import { lockDataDir } from '../storage/data-dir-lock.ts';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, open, rm, stat } from 'node:fs/promises';
+import { syncDirectory } from '../storage/fs-sync.ts';
 import type { Logger } from 'pino';
 import { TlsReplicaTransport } from '../transport/tls-transport.ts';
 import { buildAdminServer } from './admin.ts';
@@ -59,6 +60,28 @@ async function startServiceHost(config: ReplicaConfig, logger: Logger): Promise<
     return new InlineServiceHost(service, new Executor(service, config.clientInFlightMax));
   }
   return WorkerServiceHost.start({ service: config.service, clientInFlightMax: config.clientInFlightMax, onFatal });
+}
+
+const amnesiaMarkerName = 'AMNESIC';
+
+async function fileExists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function writeDurably(path: string, text: string): Promise<void> {
+  const handle = await open(path, 'w');
+  try {
+    await handle.writeFile(text);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await syncDirectory(dirname(path));
 }
 
 export async function startReplica(config: ReplicaConfig): Promise<RunningReplica> {
@@ -101,8 +124,12 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
   // as it was executed before the restart.
   const base = await checkpointer.restoreLatest();
   const restore = await storage.load();
-  // Empty, in a cluster that has run: whatever this replica voted before, it no longer remembers.
-  const amnesic = config.joinsRunningCluster && base === null && restore.length === 0;
+  // Empty, in a cluster that has run: whatever this replica voted before, it no longer remembers. The
+  // marker file keeps it so across restarts until the replica is past what it forgot: the few records
+  // written since would otherwise make it look like a replica that never lost anything.
+  const amnesiaMarker = join(config.dataDir, amnesiaMarkerName);
+  const amnesic = (config.joinsRunningCluster && base === null && restore.length === 0) || (await fileExists(amnesiaMarker));
+  if (amnesic) await writeDurably(amnesiaMarker, 'this replica lost its disk; it votes again once past every instance it could have voted in\n');
   const core = new ReplicaCore(coreConfigOf(config), crypto, {
     ...(base === null ? {} : { base }),
     ...(restore.length > 0 ? { restore } : {}),
@@ -267,6 +294,7 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
     metrics.lastDecidedCid.set(s.lastDecidedCid);
     metrics.setQueueDepth(QueueStage.ORDER, s.pendingRequests);
     metrics.setQueueDepth(QueueStage.VERIFY, driver?.status().verifying ?? 0);
+    if (amnesic && s.amnesiaFloorCid === null) void rm(amnesiaMarker, { force: true });
     const connections = transport.stats().connections;
     metrics.setReplicaConnections(connections.replicasOutbound + connections.replicasInbound);
   }, gaugeRefreshMs);

@@ -4,6 +4,8 @@
 // chunks from several of them) and then carries the cluster when the leader is killed. Every
 // acknowledged write is still there, and the recorded history is linearizable (Porcupine).
 
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HistoryRecorder, checkHistory } from '../linearizability/porcupine.ts';
 import { KvClients, type StartedCluster, createCluster, restoredAtStart, sleep, startReplicas, statusOf, stopCluster, waitUntil } from './support.ts';
@@ -124,6 +126,8 @@ describe('recovery under load: from the disk, and by state transfer after the di
         const status = (await cluster.status(wiped)) as { amnesiaFloorCid?: number | null } | null;
         return status?.amnesiaFloorCid === null;
       });
+      // Until then a marker kept it amnesic across restarts; past the floor the marker goes.
+      await waitUntil('the amnesia marker is removed', () => !existsSync(join(cluster.dataDir(wiped), 'AMNESIC')));
 
       // 3. Lose the leader: with n = 4 both recovered replicas are needed for every quorum from here on.
       const acknowledgedBeforeLeaderKill = acknowledgedWrites;
