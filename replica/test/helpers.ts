@@ -25,3 +25,14 @@ export function expectCode(action: () => unknown, code: string): void {
   expect(thrown).toBeInstanceOf(BftError);
   expect((thrown as BftError).code).toBe(code);
 }
+
+/** Deterministic bytes that differ per seed and position, so that a misplaced or foreign chunk cannot go unnoticed. */
+export function pattern(length: number, seed: number): Uint8Array {
+  const bytes = new Uint8Array(length);
+  let state = (seed * 2654435761) >>> 0;
+  for (let i = 0; i < length; i++) {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    bytes[i] = state >>> 24;
+  }
+  return bytes;
+}

@@ -3,6 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { pattern } from '../../test/helpers.ts';
 import { limits } from '../constants.ts';
 import { BftError } from '../errors.ts';
 import type { ReplicaId, View } from '../core/view.ts';
@@ -32,16 +33,6 @@ async function openStore(chunkBytes = 64 * kibibyte): Promise<CheckpointStore> {
   return CheckpointStore.open({ dir, chunkBytes });
 }
 
-/** Deterministic bytes that differ per seed and position, so a misplaced or foreign chunk cannot go unnoticed. */
-function pattern(length: number, seed: number): Uint8Array {
-  const bytes = new Uint8Array(length);
-  let state = (seed * 2654435761) >>> 0;
-  for (let i = 0; i < length; i++) {
-    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
-    bytes[i] = state >>> 24;
-  }
-  return bytes;
-}
 
 /** A 3 MiB state in three parts whose edges do not line up with chunks. */
 function stateOf(seed: number): CheckpointPartSource[] {

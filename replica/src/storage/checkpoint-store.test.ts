@@ -3,6 +3,7 @@ import { mkdir, mkdtemp, open, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { pattern } from '../../test/helpers.ts';
 import { limits } from '../constants.ts';
 import { BftError } from '../errors.ts';
 import {
@@ -31,16 +32,6 @@ afterEach(async () => {
 
 const chunkBytes = limits.checkpointChunkBytesMin;
 
-/** Deterministic bytes that differ per seed and position, so a misplaced chunk cannot go unnoticed. */
-function pattern(length: number, seed: number): Uint8Array {
-  const bytes = new Uint8Array(length);
-  let state = (seed * 2654435761) >>> 0;
-  for (let i = 0; i < length; i++) {
-    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
-    bytes[i] = state >>> 24;
-  }
-  return bytes;
-}
 
 /** `bytes` as a stream of pieces of the given sizes (cycled), ending with whatever is left. */
 async function* piecesOf(bytes: Uint8Array, sizes: readonly number[]): AsyncGenerator<Uint8Array> {

@@ -3,8 +3,8 @@
 // replica fails: no acknowledged write is lost, and the history is linearizable.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { HistoryRecorder, checkHistory } from '../linearizability/porcupine.ts';
-import { KvClients, type StartedCluster, createCluster, restoredAtStart, sleep, startReplicas, statusOf, stopCluster, waitUntil } from './support.ts';
+import { checkHistory } from '../linearizability/porcupine.ts';
+import { KvClients, RecordedWrites, type StartedCluster, createCluster, restoredAtStart, sleep, startReplicas, statusOf, stopCluster, waitUntil } from './support.ts';
 
 const started: StartedCluster = createCluster('restart-from-disk', { replicas: 4, mode: 'bft', subnet: 106, configOverrides: { logLevel: 'info' } });
 let clients: KvClients | null = null;
@@ -23,29 +23,7 @@ afterAll(async () => {
 describe('restart from the write-ahead log', () => {
   it('a replica killed -9 and restarted with its disk catches up and then keeps the cluster going', async () => {
     const cluster = started.cluster;
-    const recorder = new HistoryRecorder();
-    const acknowledged = new Map<string, string>();
-    const session = clients!.session('writer', { orderedTimeoutMs: 30_000 });
-    let stop = false;
-    let written = 0;
-    let acknowledgedWrites = 0;
-    const load = (async () => {
-      while (!stop) {
-        const key = `k${written % 20}`;
-        const value = `v${written}`;
-        written++;
-        const done = recorder.call(session.clientId, { kind: 'put', key, value });
-        try {
-          await session.put(key, value);
-          done();
-          acknowledged.set(key, value);
-          acknowledgedWrites++;
-        } catch {
-          done.unknown();
-        }
-      }
-    })();
-
+    const writes = new RecordedWrites(clients!, { keys: 20 });
     try {
       await sleep(1000);
       const victim = 2;
@@ -67,23 +45,15 @@ describe('restart from the write-ahead log', () => {
       });
 
       // Now lose the leader: with n=4 the restarted replica is needed for every quorum from here on.
-      const acknowledgedBeforeLeaderKill = acknowledgedWrites;
+      const acknowledgedBeforeLeaderKill = writes.acknowledgedWrites;
       cluster.kill(leader);
-      await waitUntil('writes are acknowledged after the leader is killed', () => acknowledgedWrites > acknowledgedBeforeLeaderKill + 20, 60_000);
+      await waitUntil('writes are acknowledged after the leader is killed', () => writes.acknowledgedWrites > acknowledgedBeforeLeaderKill + 20, 60_000);
     } finally {
-      // The load must end even when an expectation failed, or it spins against a stopped cluster.
-      stop = true;
-      await load;
+      await writes.stop();
     }
 
-    const reader = clients!.session('reader', { orderedTimeoutMs: 30_000 });
-    for (const [key, value] of acknowledged) {
-      const done = recorder.call(reader.clientId, { kind: 'get', key });
-      const read = await reader.get(key, true);
-      done(read);
-      expect(read, `acknowledged ${key}=${value}`).toBe(value);
-    }
-    const result = await checkHistory(recorder.history());
+    expect(await writes.readBack(clients!)).toEqual([]);
+    const result = await checkHistory(writes.recorder.history());
     expect(result.result).toBe('ok');
   });
 });

@@ -7,8 +7,8 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { HistoryRecorder, checkHistory } from '../linearizability/porcupine.ts';
-import { KvClients, type StartedCluster, createCluster, restoredAtStart, sleep, startReplicas, statusOf, stopCluster, waitUntil } from './support.ts';
+import { checkHistory } from '../linearizability/porcupine.ts';
+import { KvClients, RecordedWrites, type StartedCluster, createCluster, restoredAtStart, sleep, startReplicas, statusOf, stopCluster, waitUntil } from './support.ts';
 
 /** Small enough that a wiped replica falls more than two periods behind within seconds. */
 const checkpointPeriodInstances = 40;
@@ -61,31 +61,8 @@ async function killAndWaitForExit(id: number): Promise<void> {
 describe('recovery under load: from the disk, and by state transfer after the disk is lost', () => {
   it('a restarted replica and a wiped replica both catch up, and no acknowledged write is lost', async () => {
     const cluster = started.cluster;
-    const recorder = new HistoryRecorder();
-    const acknowledged = new Map<string, string>();
-    const session = clients!.session('writer', { orderedTimeoutMs: 30_000 });
-    let stop = false;
-    let written = 0;
-    let acknowledgedWrites = 0;
     // Values of 1 KiB over 200 keys: a state of a few hundred KiB, several checkpoint chunks.
-    const padding = 'x'.repeat(1000);
-    const load = (async () => {
-      while (!stop) {
-        const key = `k${written % 200}`;
-        const value = `v${written}-${padding}`;
-        written++;
-        const done = recorder.call(session.clientId, { kind: 'put', key, value });
-        try {
-          await session.put(key, value);
-          done();
-          acknowledged.set(key, value);
-          acknowledgedWrites++;
-        } catch {
-          done.unknown();
-        }
-      }
-    })();
-
+    const writes = new RecordedWrites(clients!, { keys: 200, valueBytes: 1000 });
     try {
       await sleep(1000);
       const leader = (await statusOf(cluster, 0))!.leader;
@@ -130,22 +107,15 @@ describe('recovery under load: from the disk, and by state transfer after the di
       await waitUntil('the amnesia marker is removed', () => !existsSync(join(cluster.dataDir(wiped), 'AMNESIC')));
 
       // 3. Lose the leader: with n = 4 both recovered replicas are needed for every quorum from here on.
-      const acknowledgedBeforeLeaderKill = acknowledgedWrites;
+      const acknowledgedBeforeLeaderKill = writes.acknowledgedWrites;
       cluster.kill(leader);
-      await waitUntil('writes are acknowledged after the leader is killed', () => acknowledgedWrites > acknowledgedBeforeLeaderKill + 20, 60_000);
+      await waitUntil('writes are acknowledged after the leader is killed', () => writes.acknowledgedWrites > acknowledgedBeforeLeaderKill + 20, 60_000);
     } finally {
-      stop = true;
-      await load;
+      await writes.stop();
     }
 
-    const reader = clients!.session('reader', { orderedTimeoutMs: 30_000 });
-    for (const [key, value] of acknowledged) {
-      const done = recorder.call(reader.clientId, { kind: 'get', key });
-      const read = await reader.get(key, true);
-      done(read);
-      expect(read, `acknowledged ${key}`).toBe(value);
-    }
-    const result = await checkHistory(recorder.history());
+    expect(await writes.readBack(clients!)).toEqual([]);
+    const result = await checkHistory(writes.recorder.history());
     expect(result.result).toBe('ok');
   });
 });

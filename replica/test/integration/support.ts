@@ -11,6 +11,7 @@ import { LocalCluster, type LocalClusterOptions } from '../../src/cli/local-clus
 import { readTlsMaterial } from '../../src/crypto/certificates.ts';
 import { decodeKvResult, encodeKvOperation, type KvResult } from '../../src/service/kv-operations.ts';
 import { TlsClientTransport } from '../../src/transport/tls-transport.ts';
+import { HistoryRecorder } from '../linearizability/porcupine.ts';
 
 /** The one client certificate every integration cluster issues; sessions are `<clientName>/<session>`. */
 export const clientName = 'it';
@@ -201,4 +202,56 @@ export class KvSession {
 /** The BftError code of a rejection, or undefined. */
 export function errorCode(error: unknown): string | undefined {
   return typeof error === 'object' && error !== null && 'code' in error ? String((error as { code: unknown }).code) : undefined;
+}
+
+/**
+ * One writer putting values to `keys` keys in a loop, each call recorded for the linearizability check,
+ * until stop(); then readBack() reads every acknowledged key through a fresh session (recorded too).
+ */
+export class RecordedWrites {
+  readonly recorder = new HistoryRecorder();
+  /** The last acknowledged value of each key. */
+  readonly acknowledged = new Map<string, string>();
+  acknowledgedWrites = 0;
+  private stopping = false;
+  private readonly loop: Promise<void>;
+
+  constructor(clients: KvClients, options: { readonly keys: number; readonly valueBytes?: number }) {
+    const session = clients.session('writer', { orderedTimeoutMs: 30_000 });
+    const padding = options.valueBytes === undefined ? '' : `-${'x'.repeat(options.valueBytes)}`;
+    this.loop = (async () => {
+      for (let written = 0; !this.stopping; written++) {
+        const key = `k${written % options.keys}`;
+        const value = `v${written}${padding}`;
+        const done = this.recorder.call(session.clientId, { kind: 'put', key, value });
+        try {
+          await session.put(key, value);
+          done();
+          this.acknowledged.set(key, value);
+          this.acknowledgedWrites++;
+        } catch {
+          done.unknown();
+        }
+      }
+    })();
+  }
+
+  /** Ends the load; call it in a finally, or the load spins against a stopped cluster. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.loop;
+  }
+
+  /** Keys whose read-back value is not the last acknowledged one (the goal: none). */
+  async readBack(clients: KvClients): Promise<Array<{ key: string; acknowledged: string; read: string | null }>> {
+    const reader = clients.session('reader', { orderedTimeoutMs: 30_000 });
+    const lost: Array<{ key: string; acknowledged: string; read: string | null }> = [];
+    for (const [key, value] of this.acknowledged) {
+      const done = this.recorder.call(reader.clientId, { kind: 'get', key });
+      const read = await reader.get(key, true);
+      done(read);
+      if (read !== value) lost.push({ key, acknowledged: value, read });
+    }
+    return lost;
+  }
 }
