@@ -35,6 +35,8 @@ export interface ExecutedReply {
 }
 
 interface ClientReplies {
+  /** The executor generation that created it; an older one is shared with a captured snapshot. */
+  readonly generation: number;
   lastSeq: number;
   /** seq → result for the last `repliesPerClientMax` executed requests. */
   readonly results: Map<number, Bytes>;
@@ -44,6 +46,8 @@ export class Executor {
   private readonly service: Service;
   private readonly repliesPerClientMax: number;
   private readonly clients = new Map<string, ClientReplies>();
+  /** Bumped by each reply-cache snapshot; entries of older generations are copied before they change. */
+  private generation = 0;
   private executedRequests = 0;
 
   constructor(service: Service, repliesPerClientMax: number = limits.clientInFlightMax) {
@@ -92,7 +96,11 @@ export class Executor {
       if (client === undefined) {
         // The core orders no batch that takes the clients it tracks past clientsMax.
         invariant(this.clients.size < limits.clientsMax, 'the reply cache tracks at most clientsMax clients');
-        client = { lastSeq: 0, results: new Map() };
+        client = { generation: this.generation, lastSeq: 0, results: new Map() };
+        this.clients.set(request.clientId, client);
+      } else if (client.generation !== this.generation) {
+        // A snapshot being streamed still reads this entry as it was.
+        client = { generation: this.generation, lastSeq: client.lastSeq, results: new Map(client.results) };
         this.clients.set(request.clientId, client);
       }
       client.lastSeq = request.seq;
@@ -109,31 +117,15 @@ export class Executor {
     return [...this.clients].map(([clientId, client]) => [clientId, client.lastSeq]);
   }
 
-  /** The reply cache as pieces of at most limits.snapshotPieceBytesMax, clients sorted by id. */
-  *snapshotReplies(): Generator<Bytes, void, undefined> {
-    const writer = new PieceWriter();
-    writer.writeBytes(repliesMagic);
-    writer.writeU32(this.clients.size);
-    const ids = [...this.clients.keys()].sort(compareKeys);
-    for (const id of ids) {
-      const client = this.clients.get(id) as ClientReplies;
-      const idBytes = Buffer.from(id, 'utf8');
-      writer.writeU16(idBytes.length);
-      writer.writeBytes(idBytes);
-      writer.writeU64(client.lastSeq);
-      const seqs = [...client.results.keys()].sort((a, b) => a - b);
-      writer.writeU16(seqs.length);
-      for (const seq of seqs) {
-        const result = client.results.get(seq) as Bytes;
-        writer.writeU64(seq);
-        writer.writeU32(result.length);
-        writer.writeBytes(result);
-      }
-      if (writer.sealed.length > 0) yield* writer.sealed.splice(0);
-    }
-    writer.writeDigest();
-    writer.finish();
-    yield* writer.sealed.splice(0);
+  /**
+   * The reply cache as it is at this call, as pieces of at most limits.snapshotPieceBytesMax, clients
+   * sorted by id. Later executions do not change it: the entries are captured (O(clients)) and copied
+   * on their next write.
+   */
+  snapshotReplies(): Generator<Bytes, void, undefined> {
+    const captured = new Map(this.clients);
+    this.generation += 1;
+    return repliesSnapshotOf(captured);
   }
 
   /** Replaces the reply cache from a stream cut anywhere; a malformed one throws and changes nothing. */
@@ -190,7 +182,7 @@ export class Executor {
         // A replica configured to keep fewer replies keeps the newest it would have kept itself.
         if (seq > lastSeq - this.repliesPerClientMax) results.set(seq, result);
       }
-      clients.set(Buffer.from(idBytes).toString('utf8'), { lastSeq, results });
+      clients.set(Buffer.from(idBytes).toString('utf8'), { generation: this.generation, lastSeq, results });
     }
     const digest = reader.digestConsumed();
     await need(snapshotHashBytes, 'the checksum');
@@ -198,4 +190,30 @@ export class Executor {
     if (!(await reader.atEnd())) throw repliesInvalid('bytes after the checksum');
     return clients;
   }
+}
+
+function* repliesSnapshotOf(clients: ReadonlyMap<string, ClientReplies>): Generator<Bytes, void, undefined> {
+  const writer = new PieceWriter();
+  writer.writeBytes(repliesMagic);
+  writer.writeU32(clients.size);
+  const ids = [...clients.keys()].sort(compareKeys);
+  for (const id of ids) {
+    const client = clients.get(id) as ClientReplies;
+    const idBytes = Buffer.from(id, 'utf8');
+    writer.writeU16(idBytes.length);
+    writer.writeBytes(idBytes);
+    writer.writeU64(client.lastSeq);
+    const seqs = [...client.results.keys()].sort((a, b) => a - b);
+    writer.writeU16(seqs.length);
+    for (const seq of seqs) {
+      const result = client.results.get(seq) as Bytes;
+      writer.writeU64(seq);
+      writer.writeU32(result.length);
+      writer.writeBytes(result);
+    }
+    if (writer.sealed.length > 0) yield* writer.sealed.splice(0);
+  }
+  writer.writeDigest();
+  writer.finish();
+  yield* writer.sealed.splice(0);
 }

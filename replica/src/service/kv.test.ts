@@ -437,6 +437,19 @@ describe('KvService snapshots', () => {
     expect(Buffer.from(snapshotOf(target)).equals(snapshotOf(source))).toBe(true);
   });
 
+  it('is the state at the call, not at the read: writes and deletes after it do not reach it', async () => {
+    const keys = Array.from({ length: 5000 }, (_, i) => `key-${i}`);
+    const service = stateOf(keys, 40);
+    const expected = snapshotOf(stateOf(keys, 40));
+    const pieces = service.snapshot();
+    for (let i = 0; i < 5000; i += 2) run(service, { type: 'delete', key: `key-${i}` });
+    for (let i = 0; i < 3000; i++) run(service, { type: 'put', key: `new-${i}`, value: bytes('x'.repeat(100)) });
+    run(service, { type: 'put', key: 'key-1', value: bytes('changed') });
+    expect(Buffer.from(concatPieces([...pieces])).equals(expected)).toBe(true);
+    expect(service.statistics().keys).toBe(2500 + 3000);
+    expect(query(service, { type: 'get', key: 'key-1' })).toEqual({ type: 'value', value: bytes('changed') });
+  });
+
   it('round-trips an empty state', async () => {
     const target = withKeys(['x']);
     await install(target, snapshotOf(new KvService()));
@@ -613,6 +626,37 @@ describe('SortedMap', () => {
     for (const key of keySpace) map.delete(key);
     map.checkStructure();
     expect(map.size).toBe(0);
+  });
+
+  it('keeps every frozen version as it was through later inserts, overwrites, deletes, splits and merges', () => {
+    const rng = new Rng(11);
+    const map = new SortedMap();
+    const model = new Map<string, Uint8Array>();
+    const frozen: Array<{ version: ReturnType<SortedMap['freeze']>; expected: Array<[string, number]> }> = [];
+    const keySpace = Array.from({ length: 3000 }, (_, i) => `k${String(i).padStart(4, '0')}`);
+    const entriesOf = (version: ReturnType<SortedMap['freeze']>): Array<[string, number]> =>
+      [...version.leaves()].flatMap((leaf) => leaf.keys.map((key, i): [string, number] => [key, (leaf.values[i] as Uint8Array)[0] as number]));
+    for (let step = 0; step < 40_000; step++) {
+      if (step % 4000 === 0) {
+        frozen.push({ version: map.freeze(), expected: [...model].sort(([a], [b]) => compareKeys(a, b)).map(([key, value]) => [key, value[0] as number]) });
+      }
+      const key = rng.pick(keySpace);
+      if (rng.chance(Math.floor(step / 10_000) % 2 === 0 ? 0.75 : 0.25)) {
+        const value = Uint8Array.of(step & 0xff);
+        map.set(key, value);
+        model.set(key, value);
+      } else {
+        expect(map.delete(key)).toEqual(model.get(key));
+        model.delete(key);
+      }
+    }
+    map.checkStructure();
+    expect([...map.entries()].map((entry) => entry.key)).toEqual([...model.keys()].sort(compareKeys));
+    expect(frozen.length).toBe(10);
+    for (const { version, expected } of frozen) {
+      expect(version.size).toBe(expected.length);
+      expect(entriesOf(version)).toEqual(expected);
+    }
   });
 
   it.each([0, 1, 63, 64, 65, 128, 129, 4095, 4097, 70_000])('builds a valid tree from %i sorted entries', (count) => {

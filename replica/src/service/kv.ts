@@ -4,7 +4,9 @@
 //
 // Keys are ordered by Unicode code point, which is the byte order of their UTF-8 encodings, so that
 // clients in any language see the same range order. The map is a B+tree: point operations are
-// O(log n) and a range scan walks linked leaves, which stays fast at millions of keys.
+// O(log n) and a range scan descends once and walks on in order, which stays fast at millions of keys.
+// It is copy-on-write: freezing it is O(1), and a write clones only the nodes on its path that a frozen
+// version still shares. That is what lets a checkpoint stream a snapshot while execution goes on.
 
 import { isUtf8 } from 'node:buffer';
 import { limits } from '../constants.ts';
@@ -82,14 +84,16 @@ const nodeMinimum = nodeCapacity / 2;
 
 interface LeafNode {
   readonly leaf: true;
+  /** The tree generation that created the node; only a node of the current generation may change. */
+  readonly generation: number;
   /** Sort keys (toSortKey), like every key inside the tree. */
   keys: string[];
   values: Bytes[];
-  next: LeafNode | null;
 }
 
 interface InnerNode {
   readonly leaf: false;
+  readonly generation: number;
   /** keys[i] separates children[i] (all keys below it) from children[i + 1] (all keys at or above it). */
   keys: string[];
   children: TreeNode[];
@@ -97,8 +101,54 @@ interface InnerNode {
 
 type TreeNode = LeafNode | InnerNode;
 
-function newLeaf(keys: string[] = [], values: Bytes[] = []): LeafNode {
-  return { leaf: true, keys, values, next: null };
+function newLeaf(generation: number, keys: string[] = [], values: Bytes[] = []): LeafNode {
+  return { leaf: true, generation, keys, values };
+}
+
+/** A copy of `node` that belongs to `generation`; the children and values themselves are shared. */
+function cloneNode(node: TreeNode, generation: number): TreeNode {
+  return node.leaf
+    ? { leaf: true, generation, keys: node.keys.slice(), values: node.values.slice() }
+    : { leaf: false, generation, keys: node.keys.slice(), children: node.children.slice() };
+}
+
+/** A version of the map that no later write changes. */
+export interface FrozenSortedMap {
+  readonly size: number;
+  /** The leaves from first to last (keys in them are sort keys): for snapshots, which read whole leaves. */
+  leaves(): Generator<Readonly<LeafNode>, void, undefined>;
+}
+
+function* leavesUnder(node: TreeNode): Generator<Readonly<LeafNode>, void, undefined> {
+  if (node.leaf) {
+    yield node;
+    return;
+  }
+  for (const child of node.children) yield* leavesUnder(child);
+}
+
+/**
+ * Visits entries of the subtree with startSortKey ≤ key < endSortKey in order; false once `visit`
+ * stopped it or the end was passed.
+ */
+function visitFrom(
+  node: TreeNode,
+  startSortKey: string,
+  endSortKey: string | null,
+  visit: (key: string, value: Bytes) => boolean | void,
+): boolean {
+  if (node.leaf) {
+    for (let index = lowerBound(node.keys, startSortKey); index < node.keys.length; index++) {
+      const sortKey = node.keys[index] as string;
+      if (endSortKey !== null && sortKey >= endSortKey) return false;
+      if (visit(fromSortKey(sortKey), node.values[index] as Bytes) === false) return false;
+    }
+    return true;
+  }
+  for (let child = upperBound(node.keys, startSortKey); child < node.children.length; child++) {
+    if (!visitFrom(node.children[child] as TreeNode, startSortKey, endSortKey, visit)) return false;
+  }
+  return true;
 }
 
 /** First index whose sort key is ≥ sortKey. */
@@ -132,7 +182,9 @@ interface Split {
 
 /** A sorted map from string keys (in code point order) to bytes. */
 export class SortedMap {
-  private root: TreeNode = newLeaf();
+  /** Bumped by freeze(): nodes of older generations are shared with a frozen version and never change. */
+  private generation = 0;
+  private root: TreeNode = newLeaf(0);
   private count = 0;
 
   get size(): number {
@@ -150,9 +202,10 @@ export class SortedMap {
   /** Sets a key; returns its previous value. */
   set(key: string, value: Bytes): Bytes | undefined {
     const result: { previous: Bytes | undefined } = { previous: undefined };
+    this.root = this.writable(this.root);
     const split = this.insertInto(this.root, toSortKey(key), value, result);
     if (split !== null) {
-      this.root = { leaf: false, keys: [split.separator], children: [this.root, split.right] };
+      this.root = { leaf: false, generation: this.generation, keys: [split.separator], children: [this.root, split.right] };
     }
     if (result.previous === undefined) this.count += 1;
     return result.previous;
@@ -160,7 +213,11 @@ export class SortedMap {
 
   /** Removes a key; returns its value, or undefined if it was absent. */
   delete(key: string): Bytes | undefined {
-    const removed = this.removeFrom(this.root, toSortKey(key));
+    const sortKey = toSortKey(key);
+    // An absent key changes nothing, so it must not copy the path of a frozen version either.
+    if (this.get(key) === undefined) return undefined;
+    this.root = this.writable(this.root);
+    const removed = this.removeFrom(this.root, sortKey);
     if (removed === undefined) return undefined;
     this.count -= 1;
     if (!this.root.leaf && this.root.children.length === 1) this.root = this.root.children[0] as TreeNode;
@@ -172,28 +229,18 @@ export class SortedMap {
    * returns false.
    */
   forEach(startKey: string, endKey: string | null, visit: (key: string, value: Bytes) => boolean | void): void {
-    const startSortKey = toSortKey(startKey);
-    const endSortKey = endKey === null ? null : toSortKey(endKey);
-    let node = this.root;
-    while (!node.leaf) node = node.children[upperBound(node.keys, startSortKey)] as TreeNode;
-    let leaf: LeafNode | null = node;
-    let index = lowerBound(leaf.keys, startSortKey);
-    while (leaf !== null) {
-      for (; index < leaf.keys.length; index++) {
-        const sortKey = leaf.keys[index] as string;
-        if (endSortKey !== null && sortKey >= endSortKey) return;
-        if (visit(fromSortKey(sortKey), leaf.values[index] as Bytes) === false) return;
-      }
-      leaf = leaf.next;
-      index = 0;
-    }
+    visitFrom(this.root, toSortKey(startKey), endKey === null ? null : toSortKey(endKey), visit);
   }
 
-  /** The leaves from first to last (keys in them are sort keys): for snapshots, which read whole leaves. */
-  *leaves(): Generator<Readonly<LeafNode>, void, undefined> {
-    let node = this.root;
-    while (!node.leaf) node = node.children[0] as TreeNode;
-    for (let leaf: LeafNode | null = node; leaf !== null; leaf = leaf.next) yield leaf;
+  /**
+   * The map as it is now, unchanged by later writes, in O(1): later writes copy the nodes they touch
+   * (about log n nodes per write, once per freeze) instead of changing the shared ones.
+   */
+  freeze(): FrozenSortedMap {
+    const root = this.root;
+    const size = this.count;
+    this.generation += 1;
+    return { size, leaves: () => leavesUnder(root) };
   }
 
   /** Entries with startKey ≤ key < endKey (endKey null: no upper bound), in order. */
@@ -213,19 +260,15 @@ export class SortedMap {
     if (keys.length === 0) return map;
     let level: TreeNode[] = [];
     let firstKeys: string[] = [];
-    let previous: LeafNode | null = null;
     for (const [start, end] of evenRuns(keys.length)) {
-      const leaf = newLeaf(keys.slice(start, end), values.slice(start, end));
-      if (previous !== null) previous.next = leaf;
-      previous = leaf;
-      level.push(leaf);
+      level.push(newLeaf(map.generation, keys.slice(start, end), values.slice(start, end)));
       firstKeys.push(keys[start] as string);
     }
     while (level.length > 1) {
       const parents: TreeNode[] = [];
       const parentFirstKeys: string[] = [];
       for (const [start, end] of evenRuns(level.length)) {
-        parents.push({ leaf: false, keys: firstKeys.slice(start + 1, end), children: level.slice(start, end) });
+        parents.push({ leaf: false, generation: map.generation, keys: firstKeys.slice(start + 1, end), children: level.slice(start, end) });
         parentFirstKeys.push(firstKeys[start] as string);
       }
       level = parents;
@@ -267,9 +310,22 @@ export class SortedMap {
     this.forEach('', null, () => {
       counted += 1;
     });
-    invariant(counted === this.count, 'the leaf chain holds every entry');
+    invariant(counted === this.count, 'the tree holds every entry');
   }
 
+  /** `node` if this generation may change it, else a copy that it may. */
+  private writable(node: TreeNode): TreeNode {
+    return node.generation === this.generation ? node : cloneNode(node, this.generation);
+  }
+
+  /** children[index] of a writable `parent`, made writable in place. */
+  private writableChild(parent: InnerNode, index: number): TreeNode {
+    const child = this.writable(parent.children[index] as TreeNode);
+    parent.children[index] = child;
+    return child;
+  }
+
+  /** `node` is writable; so are the nodes this changes below it. */
   private insertInto(node: TreeNode, key: string, value: Bytes, result: { previous: Bytes | undefined }): Split | null {
     if (node.leaf) {
       const index = lowerBound(node.keys, key);
@@ -282,13 +338,11 @@ export class SortedMap {
       node.values.splice(index, 0, value);
       if (node.keys.length <= nodeCapacity) return null;
       const middle = node.keys.length >>> 1;
-      const right = newLeaf(node.keys.splice(middle), node.values.splice(middle));
-      right.next = node.next;
-      node.next = right;
+      const right = newLeaf(this.generation, node.keys.splice(middle), node.values.splice(middle));
       return { separator: right.keys[0] as string, right };
     }
     const childIndex = upperBound(node.keys, key);
-    const split = this.insertInto(node.children[childIndex] as TreeNode, key, value, result);
+    const split = this.insertInto(this.writableChild(node, childIndex), key, value, result);
     if (split === null) return null;
     node.keys.splice(childIndex, 0, split.separator);
     node.children.splice(childIndex + 1, 0, split.right);
@@ -297,9 +351,10 @@ export class SortedMap {
     const rightChildren = node.children.splice(middle);
     const rightKeys = node.keys.splice(middle);
     const separator = node.keys.pop() as string;
-    return { separator, right: { leaf: false, keys: rightKeys, children: rightChildren } };
+    return { separator, right: { leaf: false, generation: this.generation, keys: rightKeys, children: rightChildren } };
   }
 
+  /** `node` is writable and holds `key`. */
   private removeFrom(node: TreeNode, key: string): Bytes | undefined {
     if (node.leaf) {
       const index = lowerBound(node.keys, key);
@@ -308,18 +363,19 @@ export class SortedMap {
       return node.values.splice(index, 1)[0];
     }
     const childIndex = upperBound(node.keys, key);
-    const child = node.children[childIndex] as TreeNode;
+    const child = this.writableChild(node, childIndex);
     const removed = this.removeFrom(child, key);
     if (removed !== undefined && nodeSize(child) < nodeMinimum) this.rebalance(node, childIndex);
     return removed;
   }
 
-  /** children[index] of `parent` fell below half: borrow from a sibling, or merge with one. */
+  /** children[index] of a writable `parent` (writable too) fell below half: borrow from a sibling, or merge with one. */
   private rebalance(parent: InnerNode, index: number): void {
     const child = parent.children[index] as TreeNode;
-    const left = index > 0 ? (parent.children[index - 1] as TreeNode) : null;
-    const right = index + 1 < parent.children.length ? (parent.children[index + 1] as TreeNode) : null;
+    let left = index > 0 ? (parent.children[index - 1] as TreeNode) : null;
+    let right = index + 1 < parent.children.length ? (parent.children[index + 1] as TreeNode) : null;
     if (left !== null && nodeSize(left) > nodeMinimum) {
+      left = this.writableChild(parent, index - 1);
       if (child.leaf && left.leaf) {
         child.keys.unshift(left.keys.pop() as string);
         child.values.unshift(left.values.pop() as Bytes);
@@ -332,6 +388,7 @@ export class SortedMap {
       return;
     }
     if (right !== null && nodeSize(right) > nodeMinimum) {
+      right = this.writableChild(parent, index + 1);
       if (child.leaf && right.leaf) {
         child.keys.push(right.keys.shift() as string);
         child.values.push(right.values.shift() as Bytes);
@@ -346,14 +403,13 @@ export class SortedMap {
     this.merge(parent, left !== null ? index - 1 : index);
   }
 
-  /** Moves children[index + 1] of `parent` into children[index]. */
+  /** Moves children[index + 1] of a writable `parent` into children[index]; the node moved from is left as it was. */
   private merge(parent: InnerNode, index: number): void {
-    const into = parent.children[index] as TreeNode;
+    const into = this.writableChild(parent, index);
     const from = parent.children[index + 1] as TreeNode;
     if (into.leaf && from.leaf) {
       into.keys.push(...from.keys);
       into.values.push(...from.values);
-      into.next = from.next;
     } else if (!into.leaf && !from.leaf) {
       into.keys.push(parent.keys[index] as string, ...from.keys);
       into.children.push(...from.children);
@@ -440,27 +496,11 @@ export class KvService implements Service {
     return encodeKvResult(this.execute(operation, false));
   }
 
-  *snapshot(): Generator<Bytes, void, undefined> {
-    const writer = new PieceWriter();
-    writer.writeBytes(snapshotMagic);
-    writer.writeU32(this.map.size);
-    let written = 0;
-    for (const leaf of this.map.leaves()) {
-      for (let i = 0; i < leaf.keys.length; i++) {
-        const value = leaf.values[i] as Bytes;
-        const key = Buffer.from(fromSortKey(leaf.keys[i] as string), 'utf8');
-        writer.writeU16(key.length);
-        writer.writeBytes(key);
-        writer.writeU32(value.length);
-        writer.writeBytes(value);
-        written++;
-      }
-      if (writer.sealed.length > 0) yield* writer.sealed.splice(0);
-    }
-    invariant(written === this.map.size, 'the snapshot holds every entry');
-    writer.writeDigest();
-    writer.finish();
-    yield* writer.sealed.splice(0);
+  /** Copy-on-write: the snapshot is of the state at this call, whatever executes while it is read. */
+  readonly snapshotsAreIsolated = true;
+
+  snapshot(): Generator<Bytes, void, undefined> {
+    return snapshotOf(this.map.freeze());
   }
 
   /**
@@ -589,6 +629,29 @@ export class KvService implements Service {
     this.map.set(key, value);
     this.stateBytes += kvEntryBytes(keyBytes, value.length);
   }
+}
+
+function* snapshotOf(map: FrozenSortedMap): Generator<Bytes, void, undefined> {
+  const writer = new PieceWriter();
+  writer.writeBytes(snapshotMagic);
+  writer.writeU32(map.size);
+  let written = 0;
+  for (const leaf of map.leaves()) {
+    for (let i = 0; i < leaf.keys.length; i++) {
+      const value = leaf.values[i] as Bytes;
+      const key = Buffer.from(fromSortKey(leaf.keys[i] as string), 'utf8');
+      writer.writeU16(key.length);
+      writer.writeBytes(key);
+      writer.writeU32(value.length);
+      writer.writeBytes(value);
+      written++;
+    }
+    if (writer.sealed.length > 0) yield* writer.sealed.splice(0);
+  }
+  invariant(written === map.size, 'the snapshot holds every entry');
+  writer.writeDigest();
+  writer.finish();
+  yield* writer.sealed.splice(0);
 }
 
 function errorResult(code: KvErrorCodeName, message: string): KvResult {

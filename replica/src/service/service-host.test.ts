@@ -155,6 +155,31 @@ describe('WorkerServiceHost', () => {
     expect(decodeReply(((await later)[0]) as EncodedReply).result).toBe('2:second');
   });
 
+  it.each(['worker', 'inline'] as const)(
+    'lets execution go on while an isolated (key-value) snapshot is read, which still shows only what was called before it (%s)',
+    async (thread) => {
+      const host = thread === 'worker' ? await workerHost({ module: 'builtin:kv' }) : inlineKvHost();
+      await fillKv(host);
+      const expected = await snapshotBytes(host);
+      const parts = await host.snapshot();
+      // Unread, the snapshot must not hold these back: they overwrite keys, and add a client and its reply.
+      const later: ClientRequest[] = Array.from({ length: 300 }, (_, i) =>
+        request('late', i + 1, encodeKvOperation({ type: 'put', key: `key-${i}`, value: utf8.encode('overwritten') })),
+      );
+      // And one from a client the snapshot's reply cache already holds.
+      later.push(request('client-3', 501, encodeKvOperation({ type: 'delete', key: 'key-3' })));
+      const replies = await host.execute(delivery(50, later), 1);
+      expect(replies.length).toBe(301);
+      const read = decodeReply(await host.executeUnordered(request('reader', 1, encodeKvOperation({ type: 'get', key: 'key-7' }), false), 1));
+      expect(read.result).toContain('overwritten');
+      const service = concatPieces(await consume(parts.service));
+      const replyCache = concatPieces(await consume(parts.replies));
+      expect(Buffer.from(service).equals(expected.service)).toBe(true);
+      expect(Buffer.from(replyCache).equals(expected.replies)).toBe(true);
+      expect(Buffer.from((await snapshotBytes(host)).service).equals(expected.service)).toBe(false);
+    },
+  );
+
   it('streams a snapshot against credit: the worker never runs more than snapshotPiecesAheadMax pieces ahead', async () => {
     const pieces = 60;
     const host = await workerHost({ module: appendLogModule, config: { snapshotPieces: pieces } });

@@ -208,6 +208,8 @@ export class InlineServiceHost implements ServiceHost {
               service: new ReleasingPieces(this.service.snapshot(), release),
               replies: new ReleasingPieces(this.executor.snapshotReplies(), release),
             });
+            // A captured snapshot needs no pause: execution goes on while it is read.
+            if (this.service.snapshotsAreIsolated === true) released();
           }),
       ).catch(reject);
     });

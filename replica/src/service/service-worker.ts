@@ -3,8 +3,10 @@
 // frames, so that the main thread only moves bytes. Its only peer is the host on the main thread, so its
 // messages are trusted (the batches in them were decided by the core, which validated them).
 //
-// Operations run one at a time in arrival order; a snapshot or an install holds the queue until it is
-// finished, while its control messages (credit, pieces, cancel) are handled as they arrive.
+// Operations run one at a time in arrival order; an install, and the snapshot of a service whose snapshots
+// are not isolated, hold the queue until they are finished, while their control messages (credit, pieces,
+// cancel) are handled as they arrive. An isolated snapshot is captured in queue order and then streamed
+// between the operations that follow it.
 
 import { parentPort, workerData } from 'node:worker_threads';
 import { BftError } from '../errors.ts';
@@ -265,6 +267,8 @@ function snapshot(id: number): Promise<void> {
       outgoing.credit = session.earlyCredit[part];
       outgoing.pump();
     }
+    // A captured snapshot needs no pause: execution goes on while credit pulls its pieces.
+    if (service.snapshotsAreIsolated === true) finished();
     settleSnapshot(id);
   });
 }

@@ -22,11 +22,18 @@ export interface Service {
   executeUnordered(operation: Bytes): Bytes;
   /**
    * The state as a stream of pieces, each at most limits.snapshotPieceBytesMax bytes. Deterministic:
-   * equal states give equal concatenated bytes (piece edges may differ; readers ignore them). The host
-   * consumes it fully, or calls return() on it, before anything else executes, so the state does not
-   * change underneath it. A yielded piece belongs to the consumer: the service does not change it later.
+   * equal states give equal concatenated bytes (piece edges may differ; readers ignore them). Unless
+   * snapshotsAreIsolated, the host consumes it fully, or calls return() on it, before anything else
+   * executes, so the state does not change underneath it: the service pauses for as long as the
+   * checkpoint takes to write. A yielded piece belongs to the consumer: the service does not change it later.
    */
   snapshot(): Iterable<Bytes>;
+  /**
+   * True when snapshot() captures the state at the call (copy-on-write, for instance) so that later
+   * executions do not change what it yields: the host then streams checkpoints while execution goes on,
+   * and a checkpoint does not pause the service. The key-value service does this.
+   */
+  readonly snapshotsAreIsolated?: boolean;
   /**
    * Replaces the state with the one `pieces` carry, cut at arbitrary bytes. Memory must not grow with the
    * state beyond the new state itself (read the stream as it comes; never concatenate it). A malformed
