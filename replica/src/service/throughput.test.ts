@@ -34,6 +34,15 @@ describe('the throughput service', () => {
     }
   });
 
+  it('snapshots the count at the call: operations executed while it is read do not change it', () => {
+    const source = new ThroughputService(0, 1000);
+    source.executeOrdered([op(1)]);
+    const expected = concatPieces(source.snapshot());
+    const pieces = source.snapshot();
+    source.executeOrdered([op(2), op(3)]);
+    expect(concatPieces(pieces)).toEqual(expected);
+  });
+
   it('the state depends on the count: a state of another count is refused, and nothing changes', async () => {
     const stateBytes = 100_000;
     const source = new ThroughputService(0, stateBytes);
