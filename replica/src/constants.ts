@@ -80,6 +80,13 @@ export const limits = {
   tlsHandshakeTimeoutMs: 10_000,
   /** Client connections one replica holds at once; beyond it new ones are refused after the handshake. */
   clientConnectionsMax: 4096,
+  /**
+   * Connections of one client identity (certificate) at once: processes sharing a certificate each hold
+   * one. Past it the identity's oldest connection is closed, as is one a restarted client left behind.
+   */
+  clientConnectionsPerIdentityMax: 64,
+  /** Client sessions whose reply connection a replica remembers; a forgotten one is answered on its identity's latest. */
+  sessionRoutesMax: 65_536,
   /** Connections still in their TLS handshake, over all peers; beyond it the server stops accepting. */
   handshakesPendingMax: 256,
   /** Encoded bytes waiting for one replica link (while disconnected or under backpressure); beyond it frames drop. */

@@ -47,9 +47,9 @@ interface Cluster {
   drivers: Map<number, ReplicaDriver>;
   cores: Map<number, ReplicaCore>;
   hosts: Map<number, ServiceHost>;
-  replies: Array<{ from: number; message: Message }>;
+  replies: Array<{ from: number; message: Message; connection?: number | undefined }>;
   fatal: Array<{ id: number; error: unknown }>;
-  send(clientId: string, message: Message): void;
+  send(clientId: string, message: Message, connection?: number): void;
   stop(): Promise<void>;
 }
 
@@ -74,8 +74,8 @@ async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
   const hosts = new Map<number, ServiceHost>();
   const replies: Cluster['replies'] = [];
   const fatal: Cluster['fatal'] = [];
-  const deliver = (to: number, from: PeerIdentity, payload: Uint8Array) =>
-    setImmediate(() => drivers.get(to)?.receive(from, payload));
+  const deliver = (to: number, from: PeerIdentity, payload: Uint8Array, connection?: number) =>
+    setImmediate(() => drivers.get(to)?.receive(from, payload, connection));
   for (const id of view.members) {
     const core = new ReplicaCore(makeCoreConfig(id, view, { requestTimeoutTicks: 50 }), keys.cryptoFor(id));
     const host = await (options.host ?? (() => inlineHost()))(id);
@@ -91,9 +91,9 @@ async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
       tickMs: 10,
       network: {
         sendToReplica: (to, payload) => deliver(to, { kind: 'replica', id }, payload),
-        sendToClient: (_clientId, payload) => {
+        sendToClient: (_clientId, payload, connection) => {
           const decoded = decodeMessage(payload);
-          if (decoded.ok) replies.push({ from: id, message: decoded.message });
+          if (decoded.ok) replies.push({ from: id, message: decoded.message, connection });
         },
       },
       ...(preparer ? { preparer: preparer(id) } : {}),
@@ -108,8 +108,8 @@ async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
     hosts,
     replies,
     fatal,
-    send: (clientId, message) => {
-      for (const id of view.members) deliver(id, { kind: 'client', id: clientId }, encodeMessage(message));
+    send: (clientId, message, connection) => {
+      for (const id of view.members) deliver(id, { kind: 'client', id: clientId }, encodeMessage(message), connection);
     },
     stop: async () => {
       for (const driver of drivers.values()) await driver.stop();
@@ -220,6 +220,22 @@ describe('replica driver', () => {
     cluster.send('carol', request('carol', 2, false));
     await until(() => repliesFor(cluster, 2).length === 4);
     expect(repliesFor(cluster, 1)).toEqual([]);
+  });
+
+  it('answers each session on the connection its request came on, which no other identity can redirect', async () => {
+    const cluster = await startCluster();
+    cluster.send('alice', request('alice/a', 1), 1);
+    cluster.send('alice', request('alice/b', 1), 2);
+    await until(() => cluster.replies.filter((r) => r.message.type === MessageType.REPLY).length === 8);
+    // Mallory's request in alice/a's name, arriving while alice/a's is being ordered, is refused and must not
+    // move alice/a's replies to Mallory's connection.
+    cluster.send('alice', request('alice/a', 2), 1);
+    cluster.send('mallory', request('alice/a', 2), 3);
+    await until(() => repliesFor(cluster, 2).length === 4);
+    const connectionsOf = (clientId: string): Set<number | undefined> =>
+      new Set(cluster.replies.flatMap((r) => (r.message.type === MessageType.REPLY && r.message.clientId === clientId ? [r.connection] : [])));
+    expect(connectionsOf('alice/a')).toEqual(new Set([1]));
+    expect(connectionsOf('alice/b')).toEqual(new Set([2]));
   });
 
   it('steps messages only after their signatures were prepared, whatever order preparation finishes in', async () => {

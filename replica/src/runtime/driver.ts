@@ -31,7 +31,8 @@ export type PeerIdentity = { readonly kind: 'replica'; readonly id: number } | {
 /** What the driver needs from the transport. */
 export interface ReplicaNetwork {
   sendToReplica(id: number, payload: Uint8Array): void;
-  sendToClient(clientId: string, payload: Uint8Array): void;
+  /** To client `identity`, on `connection` (as receive() was given it) while that is open, else on its latest. */
+  sendToClient(identity: string, payload: Uint8Array, connection?: number): void;
 }
 
 /**
@@ -105,6 +106,11 @@ export class ReplicaDriver {
   private readonly dropped: Record<string, number> = {};
   /** Batches handed to the host, oldest first; their replies go out as each completes. */
   private readonly executing: Promise<void>[] = [];
+  /**
+   * The connection each client session last sent a request on, least recently used first: its replies
+   * go there, so that processes sharing one client certificate each get their own.
+   */
+  private readonly sessionConnections = new Map<string, number>();
 
   constructor(options: DriverOptions) {
     this.options = options;
@@ -145,14 +151,17 @@ export class ReplicaDriver {
     this.options.observer?.dropped?.(reason);
   }
 
-  /** A frame from the transport; `from` was authenticated by TLS. */
-  receive(from: PeerIdentity, payload: Uint8Array): void {
+  /** A frame from the transport; `from` was authenticated by TLS; `connection` names a client's connection. */
+  receive(from: PeerIdentity, payload: Uint8Array, connection?: number): void {
     if (this.stopped) return;
     const decoded = decodeMessage(payload);
     if (!decoded.ok) return this.drop(decoded.reason);
     const message = decoded.message;
     const fromClient = from.kind === 'client';
     if (fromClient !== (message.type === MessageType.REQUEST)) return this.drop('wrong_sender_kind');
+    if (connection !== undefined && message.type === MessageType.REQUEST && clientIdentityOf(message.request.clientId) === from.id) {
+      this.routeSession(message.request.clientId, connection);
+    }
     if (from.kind === 'replica' && this.options.stateTransfer && isStateTransferMessage(message as ReplicaMessage)) {
       // Its signatures (offers) are the state-transfer module's to check, off the hot path.
       return this.options.stateTransfer.receive(from.id, message as StateTransferMessage);
@@ -224,13 +233,28 @@ export class ReplicaDriver {
   private sendReply(reply: EncodedReply): void {
     // After a fatal failure nothing more leaves; a clean stop still answers the batches it drains.
     if (this.failed) return;
-    this.options.network.sendToClient(clientIdentityOf(reply.clientId), reply.payload);
+    this.sendToSession(reply.clientId, reply.payload);
   }
 
   private sendBusy(request: ClientRequest, reason: BusyReasonCode): void {
     this.options.observer?.busy?.(reason);
     const busy: Message = { type: MessageType.BUSY, clientId: request.clientId, seq: request.seq, reason };
-    this.options.network.sendToClient(clientIdentityOf(request.clientId), encodeMessage(busy));
+    this.sendToSession(request.clientId, encodeMessage(busy));
+  }
+
+  private sendToSession(sessionId: string, payload: Uint8Array): void {
+    this.options.network.sendToClient(clientIdentityOf(sessionId), payload, this.sessionConnections.get(sessionId));
+  }
+
+  /** Remembers where `sessionId` is answered; the table is bounded, forgetting the least recently heard session. */
+  private routeSession(sessionId: string, connection: number): void {
+    // Re-inserted so that the Map's insertion order stays least recently heard first.
+    this.sessionConnections.delete(sessionId);
+    this.sessionConnections.set(sessionId, connection);
+    if (this.sessionConnections.size > limits.sessionRoutesMax) {
+      const oldest = this.sessionConnections.keys().next();
+      if (oldest.done !== true) this.sessionConnections.delete(oldest.value);
+    }
   }
 
   /** Something outside the driver changed the core (a checkpoint was installed): act on it now. */
@@ -281,7 +305,7 @@ export class ReplicaDriver {
             } else {
               this.options.observer?.busy?.(notice.reason);
               const busy: Message = { type: MessageType.BUSY, clientId: notice.clientId, seq: notice.seq, reason: notice.reason };
-              this.options.network.sendToClient(clientIdentityOf(notice.clientId), encodeMessage(busy));
+              this.sendToSession(notice.clientId, encodeMessage(busy));
             }
           }
         }

@@ -213,7 +213,7 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
     listenPort: config.listen.port,
     tls,
     replicas: config.cluster.view.members.map((m) => ({ id: m.id, host: m.host, port: m.port })),
-    onFrame: (from, payload) => driver?.receive(from, payload),
+    onFrame: (from, payload, connection) => driver?.receive(from, payload, connection),
     logger,
   });
   driver = new ReplicaDriver({

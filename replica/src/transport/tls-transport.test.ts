@@ -41,7 +41,7 @@ function startReplica(options: {
   listenHost?: string;
   credentials?: TlsCredentials;
   replicas?: ReturnType<typeof endpoints>;
-  onFrame?: (from: PeerIdentity, payload: Uint8Array) => void;
+  onFrame?: (from: PeerIdentity, payload: Uint8Array, connection: number) => void;
 }): { transport: TlsReplicaTransport; received: Received[]; started: Promise<void> } {
   const received: Received[] = [];
   const transport = new TlsReplicaTransport({
@@ -130,6 +130,34 @@ describe('TlsReplicaTransport and TlsClientTransport on real TLS sockets', () =>
       [0, 1, 2].map((id) => ({ replicaId: id, text: `request ${id} -> replica ${id} answers alice` })),
     );
     expect(replica(0).stats().connections.clients).toBe(1);
+  });
+
+  it('answers two clients sharing one certificate each on its own connection, and a closed one on the latest', async () => {
+    const port = randomPort();
+    const started = startReplica({
+      id: 0,
+      port,
+      onFrame: (from, payload, connection) => {
+        if (from.kind === 'client') started.transport.sendToClient(from.id, bytes(`answer to ${text(payload)}`), connection);
+      },
+    });
+    await started.started;
+    const only0 = endpoints(cluster, port).filter((endpoint) => endpoint.id === 0);
+    const first = startClient({ replicas: only0 });
+    const second = startClient({ replicas: only0 });
+    first.transport.send(0, bytes('first'));
+    await waitFor('the first answer', () => first.received.length === 1);
+    second.transport.send(0, bytes('second'));
+    await waitFor('the second answer', () => second.received.length === 1);
+    for (let i = 0; i < 5; i++) first.transport.send(0, bytes(`first ${i}`));
+    await waitFor('five more answers', () => first.received.length === 6);
+    expect(first.received.map((r) => r.text)).toEqual(['answer to first', ...[0, 1, 2, 3, 4].map((i) => `answer to first ${i}`)]);
+    expect(second.received.map((r) => r.text)).toEqual(['answer to second']);
+    expect(started.transport.stats().connections.clients).toBe(2);
+    // A connection that is gone: the reply goes to the identity's latest instead of being lost.
+    started.transport.sendToClient('alice', bytes('rerouted'), 999_999);
+    await waitFor('the rerouted answer', () => second.received.length === 2);
+    expect(second.received[1]?.text).toBe('rerouted');
   });
 
   it('dials a replica by the host name localhost, verified against the DNS name in its certificate', async () => {

@@ -340,6 +340,8 @@ class OutboundLink {
 /** An accepted connection: a replica delivering to us, or a client we also answer on. */
 interface InboundConnection {
   readonly identity: PeerIdentity;
+  /** Unique among this transport's connections, never reused: how a reply finds the connection its request came on. */
+  readonly number: number;
   readonly socket: tls.TLSSocket;
   readonly writer: FrameWriter | null;
 }
@@ -351,7 +353,8 @@ export interface TlsReplicaTransportOptions {
   readonly tls: TlsCredentials;
   /** Every replica of the view, this one included (it is skipped); host is a DNS name or an address. */
   readonly replicas: readonly ReplicaEndpoint[];
-  readonly onFrame: (from: PeerIdentity, payload: Uint8Array) => void;
+  /** `connection` names the connection the frame came on (see sendToClient). */
+  readonly onFrame: (from: PeerIdentity, payload: Uint8Array, connection: number) => void;
   readonly frameBytesMax?: number;
   readonly logger?: Logger;
 }
@@ -359,8 +362,9 @@ export interface TlsReplicaTransportOptions {
 /**
  * A replica's transport: one TLS server for replicas and clients, and one dialled link to every other
  * replica for the frames this replica sends. Each pair of replicas therefore has two connections, one per
- * direction; accepted replica connections only deliver. Clients connect in and are answered on their
- * latest connection.
+ * direction; accepted replica connections only deliver. Clients connect in and are answered on the
+ * connection their request came on: several processes may share one client certificate (with different
+ * sessions), each on connections of its own.
  */
 export class TlsReplicaTransport {
   private readonly options: TlsReplicaTransportOptions;
@@ -368,7 +372,10 @@ export class TlsReplicaTransport {
   private readonly counters = new TransportCounters();
   private readonly links = new Map<number, OutboundLink>();
   private readonly inboundReplicas = new Map<number, InboundConnection>();
-  private readonly clients = new Map<string, InboundConnection>();
+  /** Client connections by number, and each client identity's connections, oldest first. */
+  private readonly clientConnections = new Map<number, InboundConnection>();
+  private readonly clients = new Map<string, InboundConnection[]>();
+  private connectionsAccepted = 0;
   // Every accepted TCP connection, handshaking or admitted, so that stop() closes them all at once.
   private readonly rawSockets = new Set<Socket>();
   private server: tls.Server | null = null;
@@ -460,9 +467,9 @@ export class TlsReplicaTransport {
     this.server = null;
     const serverClosed =
       server === null ? Promise.resolve() : new Promise<void>((resolve) => server.close(() => resolve()));
-    for (const connection of [...this.clients.values(), ...this.inboundReplicas.values()]) connection.socket.destroy();
+    for (const connection of [...this.clientConnections.values(), ...this.inboundReplicas.values()]) connection.socket.destroy();
     for (const raw of this.rawSockets) raw.destroy();
-    for (const connection of this.clients.values()) connection.writer?.close();
+    for (const connection of this.clientConnections.values()) connection.writer?.close();
     await Promise.all([serverClosed, ...[...this.links.values()].map((link) => link.stop())]);
   }
 
@@ -476,14 +483,18 @@ export class TlsReplicaTransport {
     link.writer.write(payload);
   }
 
-  /** Queues a frame on the client's latest connection; dropped and counted when it has none. */
-  sendToClient(clientId: string, payload: Uint8Array): void {
-    const connection = this.clients.get(clientId);
-    if (connection === undefined || connection.writer === null) {
+  /**
+   * Queues a frame for client `identity` on connection `connection` (from onFrame) if it is still open,
+   * else on the client's latest connection; dropped and counted when it has none.
+   */
+  sendToClient(identity: string, payload: Uint8Array, connection?: number): void {
+    const routed = connection === undefined ? undefined : this.clientConnections.get(connection);
+    const chosen = routed !== undefined && routed.identity.id === identity ? routed : this.clients.get(identity)?.at(-1);
+    if (chosen === undefined || chosen.writer === null) {
       this.counters.drop(TransportDropReason.NO_CONNECTION);
       return;
     }
-    connection.writer.write(payload);
+    chosen.writer.write(payload);
   }
 
   stats(): TransportStats {
@@ -492,7 +503,7 @@ export class TlsReplicaTransport {
     return this.counters.snapshot({
       replicasOutbound,
       replicasInbound: this.inboundReplicas.size,
-      clients: this.clients.size,
+      clients: this.clientConnections.size,
     });
   }
 
@@ -510,7 +521,7 @@ export class TlsReplicaTransport {
       socket.destroy();
       return;
     }
-    if (identity.kind === 'client' && !this.clients.has(identity.id) && this.clients.size >= limits.clientConnectionsMax) {
+    if (identity.kind === 'client' && this.clientConnections.size >= limits.clientConnectionsMax && !this.clients.has(identity.id)) {
       this.counters.drop(TransportDropReason.CLIENT_LIMIT);
       socket.destroy();
       return;
@@ -521,13 +532,24 @@ export class TlsReplicaTransport {
       identity.kind === 'client'
         ? new FrameWriter({ queuedBytesMax: limits.clientLinkQueuedBytesMax, counters: this.counters.writer })
         : null;
-    const connection: InboundConnection = { identity, socket, writer };
-    // The latest connection of a peer replaces the previous one: it restarted or lost it.
-    const registry: Map<number | string, InboundConnection> =
-      identity.kind === 'client' ? this.clients : (this.inboundReplicas as Map<number | string, InboundConnection>);
-    const previous = registry.get(identity.id);
-    registry.set(identity.id, connection);
+    this.connectionsAccepted += 1;
+    const connection: InboundConnection = { identity, number: this.connectionsAccepted, socket, writer };
+    let previous: InboundConnection | undefined;
+    if (identity.kind === 'replica') {
+      // The latest connection of a replica replaces the previous one: it restarted or lost it.
+      previous = this.inboundReplicas.get(identity.id);
+      this.inboundReplicas.set(identity.id, connection);
+    } else {
+      const ofClient = this.clients.get(identity.id) ?? [];
+      ofClient.push(connection);
+      this.clients.set(identity.id, ofClient);
+      this.clientConnections.set(connection.number, connection);
+      // A client identity gets a few connections at once (processes sharing a certificate); past that, or
+      // past the replica's total, its oldest goes: most likely one its process abandoned when it restarted.
+      if (ofClient.length > limits.clientConnectionsPerIdentityMax || this.clientConnections.size > limits.clientConnectionsMax) previous = ofClient[0];
+    }
     if (previous !== undefined) {
+      this.forget(previous);
       previous.writer?.close();
       previous.socket.destroy();
     }
@@ -536,14 +558,28 @@ export class TlsReplicaTransport {
     const onFrame = this.options.onFrame;
     socket.on(
       'data',
-      frameReader(socket, this.frameBytesMax, this.counters, (payload) => onFrame(identity, payload), (detail) =>
+      frameReader(socket, this.frameBytesMax, this.counters, (payload) => onFrame(identity, payload, connection.number), (detail) =>
         warnLimited(this.options.logger, `malformed/${formatIdentity(identity)}`, { peer: formatIdentity(identity), detail }, 'transport: closing a connection that sent a malformed frame'),
       ),
     );
     socket.once('close', () => {
       writer?.close();
-      if (registry.get(identity.id) === connection) registry.delete(identity.id);
+      this.forget(connection);
     });
+  }
+
+  private forget(connection: InboundConnection): void {
+    const { identity } = connection;
+    if (identity.kind === 'replica') {
+      if (this.inboundReplicas.get(identity.id) === connection) this.inboundReplicas.delete(identity.id);
+      return;
+    }
+    this.clientConnections.delete(connection.number);
+    const ofClient = this.clients.get(identity.id);
+    const index = ofClient?.indexOf(connection) ?? -1;
+    if (ofClient === undefined || index < 0) return;
+    ofClient.splice(index, 1);
+    if (ofClient.length === 0) this.clients.delete(identity.id);
   }
 }
 
