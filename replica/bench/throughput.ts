@@ -1,5 +1,6 @@
 // npm run bench -- --replicas 4 --mode bft|crash --request-bytes 0 --reply-bytes 0 --clients 50 --seconds 30 [--signed]
-//                  [--service-thread worker|inline]
+//                  [--service-thread worker|inline] [--durability none|batch|fsync]
+//                  [--state-mib N --checkpoint-instances I]: the cost of checkpoints of an N MiB state every I instances
 // A throughput/latency microbenchmark in the manner of BFT-SMaRt's ThroughputLatencyServer/Client:
 // n replicas as separate processes on loopback, the clients in a process of their own. Prints JSON:
 // ops/s, latency p50/p90/p99, CPU seconds and peak RSS of every process.
@@ -25,8 +26,16 @@ const { values } = parseArgs({
     signed: { type: 'boolean', default: false },
     // Where the replicas run the service: its own worker thread (the default), or the main thread.
     'service-thread': { type: 'string', default: 'worker' },
+    // As BFT-SMaRt's reference microbenchmark: no disk on the replication path.
+    durability: { type: 'string', default: 'none' },
+    'state-mib': { type: 'string', default: '0' },
+    'checkpoint-instances': { type: 'string' },
   },
 });
+const durability = values.durability;
+if (durability !== 'none' && durability !== 'batch' && durability !== 'fsync') throw new Error('--durability is none, batch or fsync');
+const stateBytes = Number(values['state-mib']) * 1024 * 1024;
+const checkpointInstances = values['checkpoint-instances'] === undefined ? undefined : Number(values['checkpoint-instances']);
 const mode = values.mode as FaultMode;
 const serviceThread = values['service-thread'];
 if (serviceThread !== 'worker' && serviceThread !== 'inline') throw new Error('--service-thread is worker or inline');
@@ -53,11 +62,13 @@ const cluster = new LocalCluster({
   clients: ['bench'],
   subnet: 200,
   logLevel: 'warn',
-  // As BFT-SMaRt's reference microbenchmark: no disk on the replication path.
-  durability: 'none',
-  service: { module: 'builtin:throughput', config: { replyBytes: Number(values['reply-bytes']) }, thread: serviceThread },
+  durability,
+  service: { module: 'builtin:throughput', config: { replyBytes: Number(values['reply-bytes']), stateBytes }, thread: serviceThread },
   batch: { requestsMax: Number(values['batch-requests']), bytesMax: 4 * 1024 * 1024 },
-  configOverrides: { clientInFlightMax: 64 },
+  configOverrides: {
+    clientInFlightMax: 64,
+    ...(checkpointInstances === undefined ? {} : { checkpoint: { periodInstances: checkpointInstances } }),
+  },
   requireSignedRequests: values.signed,
 });
 await cluster.prepare();
@@ -93,7 +104,19 @@ try {
   const result = JSON.parse(output.trim().split('\n').at(-1) ?? '{}');
   const replicas: Record<string, unknown> = {};
   for (const replica of cluster.replicas) {
-    if (replica.process?.pid !== undefined) replicas[`replica-${replica.id}`] = await usage(replica.process.pid);
+    if (replica.process?.pid === undefined) continue;
+    const status = (await cluster.status(replica.id)) as {
+      lastDecidedCid?: number;
+      executedRequests?: number;
+      checkpoints?: { taken: number; lastDurationMs: number | null };
+    } | null;
+    const instances = (status?.lastDecidedCid ?? -1) + 1;
+    replicas[`replica-${replica.id}`] = {
+      ...(await usage(replica.process.pid)),
+      // Over the whole run, warm-up included: how well requests were batched.
+      ...(instances > 0 && status?.executedRequests !== undefined ? { instances, requestsPerInstance: Math.round((10 * status.executedRequests) / instances) / 10 } : {}),
+      ...(status?.checkpoints === undefined ? {} : { checkpointsTaken: status.checkpoints.taken, checkpointLastMs: status.checkpoints.lastDurationMs }),
+    };
   }
   process.stdout.write(
     `${JSON.stringify(
@@ -107,6 +130,8 @@ try {
         seconds: Number(values.seconds),
         signedRequests: values.signed,
         serviceThread,
+        durability,
+        ...(stateBytes > 0 || checkpointInstances !== undefined ? { stateMiB: Number(values['state-mib']), checkpointInstances } : {}),
         ...result,
         processes: { ...replicas, client: clientUsage },
         machine: { cores: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown', node: process.version },
