@@ -18,7 +18,7 @@ import { type SimCheckpoint, buildCheckpoint } from './disk.ts';
 import type { Rng } from './prng.ts';
 
 /** Behaviours against consensus: drawn in every Byzantine run. */
-export const consensusBehaviourNames = ['silent', 'equivocate', 'replay', 'mutate', 'twins'] as const;
+export const consensusBehaviourNames = ['silent', 'equivocate', 'replay', 'mutate', 'twins', 'bad-signatures'] as const;
 /** Behaviours against state transfer (honest in consensus): drawn too when runs have disk faults. */
 export const stateTransferBehaviourNames = ['bad-chunks', 'forged-manifest', 'phantom-offer'] as const;
 export const behaviourNames = [...consensusBehaviourNames, ...stateTransferBehaviourNames] as const;
@@ -227,6 +227,21 @@ const phantomOffer: Behaviour = (context, _to, message) => {
   return [message];
 };
 
+/**
+ * Votes honestly, but with a broken signature on every ACCEPT (and certificate) it sends: its votes count
+ * toward deciding, so every certificate they end up in must be repaired before it is shown to anyone.
+ */
+const badSignatures: Behaviour = (context, _to, message) => {
+  const broken = (signature: Bytes): Bytes => {
+    const copy = Uint8Array.from(signature);
+    const at = context.rng.int(0, copy.length - 1);
+    copy[at] = (copy[at] as number) ^ (1 << context.rng.int(0, 7));
+    return copy;
+  };
+  if (message.type === MessageType.ACCEPT) return [{ ...message, signature: broken(message.signature) }];
+  return [message];
+};
+
 /** Twins are two honest cores under one identity; the duplication happens in the simulation itself. */
 const honest: Behaviour = (_context, _to, message) => [message];
 
@@ -236,6 +251,7 @@ export const behaviours: Record<BehaviourName, Behaviour> = {
   replay,
   mutate,
   twins: honest,
+  'bad-signatures': badSignatures,
   'bad-chunks': badChunks,
   'forged-manifest': forgedManifest,
   'phantom-offer': phantomOffer,

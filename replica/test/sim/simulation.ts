@@ -350,6 +350,24 @@ export class Simulation {
     }
   }
 
+  /** A certificate a correct replica shows to others (catch-up, leader change) must convince a third party. */
+  private checkCertificatesSent(node: SimReplica, message: ReplicaMessage): void {
+    const decision =
+      message.type === MessageType.DECISION
+        ? message.decision
+        : message.type === MessageType.STOPDATA || message.type === MessageType.SYNC
+          ? message.lastDecision
+          : null;
+    if (decision === null) return;
+    const payload = acceptSigningPayload(this.view.number, decision.cid, decision.regency, sha256(decision.batch));
+    const verifier = this.keys.cryptoFor(node.id);
+    const signers = new Set(decision.votes.map((v) => v.replica));
+    const valid = decision.votes.filter((v) => this.view.members.includes(v.replica) && verifier.verifyReplica(v.replica, payload, v.signature));
+    if (signers.size !== decision.votes.length || valid.length !== decision.votes.length || valid.length < this.quorums.accept) {
+      this.violation('certificate', `${node.name} sent a certificate for cid ${decision.cid} that does not prove it`);
+    }
+  }
+
   /** DESIGN §2: a replica persists the WRITE or ACCEPT it is about to send before sending it. */
   private checkVoteDurable(node: SimReplica, message: ReplicaMessage): void {
     if (message.type !== MessageType.WRITE && message.type !== MessageType.ACCEPT) return;
@@ -779,7 +797,10 @@ export class Simulation {
       this.persist(node, ready.persist);
       for (const out of ready.messages) {
         const encoded = encodeMessage(out.message);
-        if (node.correct) this.checkVoteDurable(node, out.message);
+        if (node.correct) {
+          this.checkVoteDurable(node, out.message);
+          this.checkCertificatesSent(node, out.message);
+        }
         if (!node.correct) node.remember(out.message);
         if (out.message.type === MessageType.SYNC) {
           this.log(`${node.name} SYNC regency ${out.message.regency} cid ${out.message.cid} (${out.message.batch.length} B)`);
