@@ -1,5 +1,5 @@
 // npm run bench -- --replicas 4 --mode bft|crash --request-bytes 0 --reply-bytes 0 --clients 50 --seconds 30 [--signed]
-//                  [--service-thread worker|inline] [--durability none|batch|fsync]
+//                  [--service-thread auto|worker|inline] [--durability none|batch|fsync]
 //                  [--state-mib N --checkpoint-instances I]: the cost of checkpoints of an N MiB state every I instances
 // A throughput/latency microbenchmark in the manner of BFT-SMaRt's ThroughputLatencyServer/Client:
 // n replicas as separate processes on loopback, the clients in a process of their own. Prints JSON:
@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { LocalCluster, defaultLocalDir } from '../src/cli/local-cluster.ts';
 import type { FaultMode } from '../src/core/quorum.ts';
+import { resolveServiceThread } from '../src/server/replica-process.ts';
 
 const { values } = parseArgs({
   options: {
@@ -24,8 +25,8 @@ const { values } = parseArgs({
     'warmup-seconds': { type: 'string', default: '5' },
     'batch-requests': { type: 'string', default: '1024' },
     signed: { type: 'boolean', default: false },
-    // Where the replicas run the service: its own worker thread (the default), or the main thread.
-    'service-thread': { type: 'string', default: 'worker' },
+    // Where the replicas run the service (service.thread): auto (the replicas' default), worker or inline.
+    'service-thread': { type: 'string', default: 'auto' },
     // As BFT-SMaRt's reference microbenchmark: no disk on the replication path.
     durability: { type: 'string', default: 'none' },
     'state-mib': { type: 'string', default: '0' },
@@ -38,7 +39,7 @@ const stateBytes = Number(values['state-mib']) * 1024 * 1024;
 const checkpointInstances = values['checkpoint-instances'] === undefined ? undefined : Number(values['checkpoint-instances']);
 const mode = values.mode as FaultMode;
 const serviceThread = values['service-thread'];
-if (serviceThread !== 'worker' && serviceThread !== 'inline') throw new Error('--service-thread is worker or inline');
+if (serviceThread !== 'auto' && serviceThread !== 'worker' && serviceThread !== 'inline') throw new Error('--service-thread is auto, worker or inline');
 if (mode !== 'bft' && mode !== 'crash') throw new Error('--mode is bft or crash');
 
 /** CPU seconds and peak RSS of a live process, from /proc. */
@@ -129,7 +130,7 @@ try {
         replyBytes: Number(values['reply-bytes']),
         seconds: Number(values.seconds),
         signedRequests: values.signed,
-        serviceThread,
+        serviceThread: resolveServiceThread(serviceThread, availableParallelism()),
         durability,
         ...(stateBytes > 0 || checkpointInstances !== undefined ? { stateMiB: Number(values['state-mib']), checkpointInstances } : {}),
         ...result,

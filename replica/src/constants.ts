@@ -85,6 +85,11 @@ export const limits = {
    * one. Past it the identity's oldest connection is closed, as is one a restarted client left behind.
    */
   clientConnectionsPerIdentityMax: 64,
+  /**
+   * service.thread auto: cores from which the service gets a worker thread of its own. Below, a replica's
+   * main thread, the verification pool and its peers already contend for every core.
+   */
+  serviceWorkerCoresMin: 4,
   /** Client sessions whose reply connection a replica remembers; a forgotten one is answered on its identity's latest. */
   sessionRoutesMax: 65_536,
   /** Connections still in their TLS handshake, over all peers; beyond it the server stops accepting. */

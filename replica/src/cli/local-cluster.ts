@@ -26,7 +26,7 @@ export interface LocalClusterOptions {
   readonly clients: readonly string[];
   /** Third octet of the 127.0.x.y addresses, so that clusters of parallel tests do not collide. */
   readonly subnet?: number;
-  readonly service?: { readonly module: string; readonly config?: unknown; readonly thread?: 'worker' | 'inline' };
+  readonly service?: { readonly module: string; readonly config?: unknown; readonly thread?: 'auto' | 'worker' | 'inline' };
   readonly batch?: { readonly requestsMax: number; readonly bytesMax: number };
   readonly requireSignedRequests?: boolean;
   readonly logLevel?: string;

@@ -4,6 +4,8 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultTimingTicks, invalidCoreConfig } from '../core/config.ts';
 import { BftError } from '../errors.ts';
+import { limits } from '../constants.ts';
+import { resolveServiceThread } from './replica-process.ts';
 import {
   type ReplicaConfig,
   configEnvVars,
@@ -73,7 +75,7 @@ describe('loadReplicaConfig defaults', () => {
     expect(config.batch).toEqual({ requestsMax: 1024, bytesMax: 1024 * 1024 });
     expect(config.requireSignedRequests).toBe(false);
     expect(config.logLevel).toBe('info');
-    expect(config.service).toEqual({ thread: 'worker' });
+    expect(config.service).toEqual({ thread: 'auto' });
     // Relative paths in the file are relative to the file.
     expect(config.keysDir).toBe(join(directory, 'keys'));
     expect(config.dataDir).toBe('/var/lib/bftkube');
@@ -99,7 +101,14 @@ describe('loadReplicaConfig defaults', () => {
 
   it('keeps service.module (resolved) and service.config as given', () => {
     const config = load(baseConfig({ service: { module: './my-service.ts', config: { shards: 3 } } }));
-    expect(config.service).toEqual({ module: join(directory, 'my-service.ts'), config: { shards: 3 }, thread: 'worker' });
+    expect(config.service).toEqual({ module: join(directory, 'my-service.ts'), config: { shards: 3 }, thread: 'auto' });
+  });
+
+  it('resolves service.thread auto to a worker only where cores are to spare', () => {
+    expect(resolveServiceThread('auto', 2)).toBe('inline');
+    expect(resolveServiceThread('auto', limits.serviceWorkerCoresMin)).toBe('worker');
+    expect(resolveServiceThread('worker', 1)).toBe('worker');
+    expect(resolveServiceThread('inline', 64)).toBe('inline');
   });
 
   it('keeps a service.module with a scheme (builtin:kv) as written', () => {

@@ -48,6 +48,12 @@ async function openStorage(config: ReplicaConfig, logger: import('pino').Logger)
   return WriteAheadLog.open({ dir: join(config.dataDir, 'wal'), durability: config.durability, logger });
 }
 
+/** `auto` resolved: a worker thread pays for its hops only where a core is free to run it. */
+export function resolveServiceThread(configured: ReplicaConfig['service']['thread'], cores: number): 'worker' | 'inline' {
+  if (configured !== 'auto') return configured;
+  return cores >= limits.serviceWorkerCoresMin ? 'worker' : 'inline';
+}
+
 /** The execute stage: the service in a worker of its own (DESIGN §1), or on this thread (service.thread). */
 async function startServiceHost(config: ReplicaConfig, logger: Logger): Promise<ServiceHost> {
   const onFatal = (error: unknown): void => {
@@ -55,7 +61,9 @@ async function startServiceHost(config: ReplicaConfig, logger: Logger): Promise<
     process.exitCode = 1;
     setImmediate(() => process.exit(1));
   };
-  if (config.service.thread === 'inline') {
+  const thread = resolveServiceThread(config.service.thread, availableParallelism());
+  logger.info({ thread, configured: config.service.thread, cores: availableParallelism() }, 'the service runs on its own worker thread, or inline on the main thread');
+  if (thread === 'inline') {
     const service = await loadService(config.service);
     return new InlineServiceHost(service, new Executor(service, config.clientInFlightMax));
   }
