@@ -1,6 +1,7 @@
 // npm run bench -- --replicas 4 --mode bft|crash --request-bytes 0 --reply-bytes 0 --clients 50 --seconds 30 [--signed]
 //                  [--service-thread auto|worker|inline] [--durability none|batch|fsync]
-//                  [--state-mib N --checkpoint-instances I]: the cost of checkpoints of an N MiB state every I instances
+//                  [--state-mib N --checkpoint-instances I --checkpoint-mib B]: the cost of checkpoints of an N MiB
+//                  state every I instances or B MiB of decided batches
 // A throughput/latency microbenchmark in the manner of BFT-SMaRt's ThroughputLatencyServer/Client:
 // n replicas as separate processes on loopback, the clients in a process of their own. Prints JSON:
 // ops/s, latency p50/p90/p99, CPU seconds and peak RSS of every process.
@@ -31,12 +32,14 @@ const { values } = parseArgs({
     durability: { type: 'string', default: 'none' },
     'state-mib': { type: 'string', default: '0' },
     'checkpoint-instances': { type: 'string' },
+    'checkpoint-mib': { type: 'string' },
   },
 });
 const durability = values.durability;
 if (durability !== 'none' && durability !== 'batch' && durability !== 'fsync') throw new Error('--durability is none, batch or fsync');
 const stateBytes = Number(values['state-mib']) * 1024 * 1024;
 const checkpointInstances = values['checkpoint-instances'] === undefined ? undefined : Number(values['checkpoint-instances']);
+const checkpointBytes = values['checkpoint-mib'] === undefined ? undefined : Number(values['checkpoint-mib']) * 1024 * 1024;
 const mode = values.mode as FaultMode;
 const serviceThread = values['service-thread'];
 if (serviceThread !== 'auto' && serviceThread !== 'worker' && serviceThread !== 'inline') throw new Error('--service-thread is auto, worker or inline');
@@ -68,7 +71,10 @@ const cluster = new LocalCluster({
   batch: { requestsMax: Number(values['batch-requests']), bytesMax: 4 * 1024 * 1024 },
   configOverrides: {
     clientInFlightMax: 64,
-    ...(checkpointInstances === undefined ? {} : { checkpoint: { periodInstances: checkpointInstances } }),
+    checkpoint: {
+      ...(checkpointInstances === undefined ? {} : { periodInstances: checkpointInstances }),
+      ...(checkpointBytes === undefined ? {} : { periodBytes: checkpointBytes }),
+    },
   },
   requireSignedRequests: values.signed,
 });
@@ -132,7 +138,9 @@ try {
         signedRequests: values.signed,
         serviceThread: resolveServiceThread(serviceThread, availableParallelism()),
         durability,
-        ...(stateBytes > 0 || checkpointInstances !== undefined ? { stateMiB: Number(values['state-mib']), checkpointInstances } : {}),
+        ...(stateBytes > 0 || checkpointInstances !== undefined || checkpointBytes !== undefined
+          ? { stateMiB: Number(values['state-mib']), checkpointInstances, checkpointMiB: values['checkpoint-mib'] }
+          : {}),
         ...result,
         processes: { ...replicas, client: clientUsage },
         machine: { cores: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown', node: process.version },

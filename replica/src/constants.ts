@@ -59,6 +59,10 @@ export const limits = {
   catchUpAnswersPerTickMax: 4,
   /** Members of a view. */
   membersMax: 64,
+  /** Operations in one reconfiguration request (adds, removes, a change of f). */
+  reconfigurationOperationsMax: 16,
+  /** An Ed25519 public key, raw. */
+  replicaPublicKeyBytes: 32,
   /** Leader-change timeouts double with each failed regency up to this factor. */
   regencyTimeoutBackoffMax: 64,
   /** Largest result of one operation, carried in a REPLY. */
