@@ -63,6 +63,13 @@ export const limits = {
   reconfigurationOperationsMax: 16,
   /** An Ed25519 public key, raw. */
   replicaPublicKeyBytes: 32,
+  /** An encoded signed reconfiguration request (a client operation of kind RECONFIGURATION). */
+  reconfigurationBytesMax: 64 * 1024,
+  reconfigurationNonceBytesMax: 64,
+  /** Memberships a replica remembers (with the first instance each ordered), to check older views' certificates. */
+  viewEraHistoryMax: 8,
+  /** Why a reconfiguration was refused, as replicas answer it. */
+  reconfigurationReasonLengthMax: 1024,
   /** Leader-change timeouts double with each failed regency up to this factor. */
   regencyTimeoutBackoffMax: 64,
   /** Largest result of one operation, carried in a REPLY. */

@@ -1,5 +1,6 @@
 import { limits } from '../constants.ts';
 import { BftError } from '../errors.ts';
+import type { Member } from '../protocol/reconfiguration.ts';
 import type { View, ReplicaId } from './view.ts';
 import { invalidView } from './view.ts';
 
@@ -9,7 +10,14 @@ import { invalidView } from './view.ts';
  */
 export interface CoreConfig {
   readonly me: ReplicaId;
+  /** The genesis view: where a replica without a checkpoint or log starts. */
   readonly view: View;
+  /**
+   * The genesis members' addresses and keys, one per member of `view`: part of the replicated state from
+   * the start, so that a reconfiguration can tell every replica about new members the same way. Tests and
+   * the simulator may leave it out (placeholders are used).
+   */
+  readonly members?: readonly Member[];
   readonly batchRequestsMax: number;
   readonly batchBytesMax: number;
   readonly clientInFlightMax: number;
@@ -84,6 +92,12 @@ export function invalidCoreConfig(config: CoreConfig): string | null {
   const viewReason = invalidView(config.view);
   if (viewReason !== null) return `view: ${viewReason}`;
   if (!config.view.members.includes(config.me)) return `me (${config.me}) is not a member of the view`;
+  if (config.members !== undefined) {
+    const ids = new Set(config.members.map((member) => member.id));
+    if (ids.size !== config.members.length || config.view.members.some((id) => !ids.has(id)) || ids.size !== config.view.members.length) {
+      return 'members must describe each member of the view exactly once';
+    }
+  }
   const bounded: Array<[keyof CoreConfig, number, number]> = [
     ['batchRequestsMax', 1, limits.batchRequestsMax],
     ['batchBytesMax', 1024, limits.batchBytesMax],

@@ -1,4 +1,5 @@
 import type { Bytes } from '../protocol/messages.ts';
+import type { Member } from '../protocol/reconfiguration.ts';
 import type { ReplicaId } from './view.ts';
 
 /**
@@ -15,6 +16,13 @@ export interface CoreCrypto {
   verifyReplica(replica: ReplicaId, payload: Bytes, signature: Bytes): boolean;
   /** Check a client's request signature (used only when the cluster requires signed requests). */
   verifyClient(clientId: string, payload: Bytes, signature: Bytes): boolean;
+  /** Check the View Manager's signature on a reconfiguration; absent or false: no View Manager is configured. */
+  verifyViewManager?(payload: Bytes, signature: Bytes): boolean;
+  /**
+   * The membership changed (or was restored): from now on verifyReplica checks against these members'
+   * keys, which the replicated state carries. Called by the core before any message of the new view.
+   */
+  useMembers?(members: ReadonlyMap<ReplicaId, Member>): void;
 }
 
 const hexDigits = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));

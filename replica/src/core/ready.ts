@@ -1,4 +1,5 @@
 import type { Bytes, ClientRequest, Decision, ReplicaMessage, BusyReasonCode } from '../protocol/messages.ts';
+import type { Membership } from './reconfiguration.ts';
 import type { ReplicaId } from './view.ts';
 
 /**
@@ -33,6 +34,13 @@ export interface Delivery {
    * attest one manifest for state transfer.
    */
   readonly checkpoint?: boolean;
+  /**
+   * The results of the batch's reconfiguration requests (by index in `requests`), which the replica
+   * answers itself: the service never sees these requests. Encoded ReconfigurationResults.
+   */
+  readonly reconfigurationResults?: ReadonlyMap<number, Bytes>;
+  /** The membership from the next instance on, when this batch changed it. */
+  readonly membership?: Membership;
 }
 
 /** The replica lags behind what its peers still keep as decisions: it needs a checkpoint first. */

@@ -5,19 +5,11 @@
 // the same membership and request give the same verdict on every replica.
 
 import { limits } from '../constants.ts';
-import type { Bytes } from '../protocol/messages.ts';
+import type { Member, Reconfiguration, ViewDescription } from '../protocol/reconfiguration.ts';
 import { maxFaults } from './quorum.ts';
 import { type ReplicaId, type View, invalidView } from './view.ts';
 
-/** Where a member listens (a DNS name or an address), and the key that checks its votes. */
-export interface Member {
-  readonly id: ReplicaId;
-  readonly host: string;
-  readonly port: number;
-  readonly adminPort: number;
-  /** Ed25519 public key, raw (32 bytes). */
-  readonly publicKey: Bytes;
-}
+export type { Member, Reconfiguration, ReconfigurationOperation } from '../protocol/reconfiguration.ts';
 
 /** The membership part of the replicated state. */
 export interface Membership {
@@ -26,22 +18,6 @@ export interface Membership {
   readonly members: ReadonlyMap<ReplicaId, Member>;
   /** Ids are never reused: an added replica's id must be above every id ever used. */
   readonly highestIdEver: ReplicaId;
-}
-
-export type ReconfigurationOperation =
-  | ({ readonly kind: 'add' } & Member)
-  | { readonly kind: 'remove'; readonly id: ReplicaId }
-  | { readonly kind: 'set-f'; readonly f: number };
-
-/** What the View Manager signs. */
-export interface Reconfiguration {
-  /** The view it changes; a request for any other view is stale and refused. */
-  readonly fromView: number;
-  readonly operations: readonly ReconfigurationOperation[];
-  /** The View Manager's epoch (the operator's leadership term), for its own bookkeeping and the logs. */
-  readonly epoch: number;
-  /** Makes every request distinct, so that two with the same content are told apart in replies and logs. */
-  readonly nonce: Bytes;
 }
 
 export type ReconfigurationVerdict =
@@ -60,12 +36,12 @@ function refused(reason: string): ReconfigurationVerdict {
 }
 
 /**
- * The membership after `request`, or why it is refused. `leader` is the current leader: the new view's
- * rotation keeps it leading if it stays, or passes leadership to the next remaining member in the old
- * rotation, so that a reconfiguration does not, by itself, hand the cluster to a replica that is still
- * catching up. `regency` is the current regency (the new view's leader is members[regency mod n]).
+ * The membership after `request`, or why it is refused. The new rotation is the remaining members in
+ * their old order, then the added ones: a replica still catching up is the last to lead. It depends on
+ * nothing but the membership and the request (not on the regency, which replicas may not share when
+ * they decide an instance), so every replica derives the same leader for every regency.
  */
-export function applyReconfiguration(current: Membership, request: Reconfiguration, regency: number, leader: ReplicaId): ReconfigurationVerdict {
+export function applyReconfiguration(current: Membership, request: Reconfiguration): ReconfigurationVerdict {
   const view = current.view;
   if (request.fromView !== view.number) return refused(`stale: it changes view ${request.fromView}, the current view is ${view.number}`);
   if (request.operations.length === 0) return refused('it has no operations');
@@ -120,32 +96,24 @@ export function applyReconfiguration(current: Membership, request: Reconfigurati
     const need = view.mode === 'bft' ? '3f+1' : '2f+1';
     return refused(`${order.length} replicas cannot tolerate f=${f} in ${view.mode} mode (needs n ≥ ${need}); lower f with set-f in the same request`);
   }
-  const kept = order.filter((id) => !added.includes(id));
-  const rotated = rotateForLeader(kept, added, view.members, regency, leader);
-  const next: View = { number: view.number + 1, mode: view.mode, f, members: rotated };
+  const next: View = { number: view.number + 1, mode: view.mode, f, members: [...order.filter((id) => !added.includes(id)), ...added] };
   const invalid = invalidView(next);
   if (invalid !== null) return refused(invalid);
   return { ok: true, membership: { view: next, members, highestIdEver } };
 }
 
-/**
- * The new rotation: it starts (at index regency mod n, where the regency's leader sits) with the replica
- * that should lead: the current leader if it stays, else the first member after it in the old rotation
- * that stays; then the other remaining members in their old order; then the added ones, which are the
- * most likely to be still catching up, so that they lead last.
- */
-function rotateForLeader(kept: readonly ReplicaId[], added: readonly ReplicaId[], oldOrder: readonly ReplicaId[], regency: number, leader: ReplicaId): ReplicaId[] {
-  const staying = new Set(kept);
-  const from = Math.max(0, oldOrder.indexOf(leader));
-  const cycle: ReplicaId[] = [];
-  for (let step = 0; step < oldOrder.length; step++) {
-    const candidate = oldOrder[(from + step) % oldOrder.length] as ReplicaId;
-    if (staying.has(candidate)) cycle.push(candidate);
+/** Where a replica without a checkpoint starts: the genesis view, with placeholders for what is not given. */
+export function genesisMembership(view: View, members?: readonly Member[]): Membership {
+  const given = new Map((members ?? []).map((member) => [member.id, member]));
+  const described = new Map<ReplicaId, Member>();
+  for (const id of view.members) {
+    described.set(id, given.get(id) ?? { id, host: `replica-${id}`, port: 1, adminPort: 1, publicKey: new Uint8Array(limits.replicaPublicKeyBytes) });
   }
-  cycle.push(...added);
-  const n = cycle.length;
-  const first = regency % n;
-  const members = new Array<ReplicaId>(n);
-  for (let i = 0; i < n; i++) members[(first + i) % n] = cycle[i] as ReplicaId;
-  return members;
+  return { view, members: described, highestIdEver: Math.max(...view.members) };
+}
+
+/** The members of `membership` in rotation order, as replicas report a view. */
+export function describeView(membership: Membership): ViewDescription {
+  const { view } = membership;
+  return { number: view.number, mode: view.mode, f: view.f, members: view.members.map((id) => membership.members.get(id) as Member) };
 }

@@ -32,6 +32,7 @@ import {
   MessageType,
   type Propose,
   type ReplicaMessage,
+  RequestKind,
   type SignedCollect,
   type Stop,
   type StopData,
@@ -44,10 +45,13 @@ import { DropReason, type DropReasonCode } from '../protocol/reasons.ts';
 import type { CoreConfig } from './config.ts';
 import { type CoreCrypto, digestKey } from './crypto.ts';
 import { type InstanceState, chooseValue, emptyInstanceState, syncValueAllowed } from './leader-change.ts';
-import type { Quorums } from './quorum.ts';
+import { type Quorums, quorumsFor } from './quorum.ts';
+import { type Membership, type ReconfigurationVerdict, applyReconfiguration, describeView, genesisMembership } from './reconfiguration.ts';
+import { decodeSignedReconfiguration, encodeReconfigurationResult, reconfigurationSigningPayload } from '../protocol/reconfiguration.ts';
+import type { Member } from '../protocol/reconfiguration.ts';
 import type { ClientNotice, Delivery, Outbound, PersistRecord, Ready, StateTransferNeed } from './ready.ts';
 import { ClientTable, PendingRequests, fitting, requestBytes } from './requests.ts';
-import { type ReplicaId, ViewInfo } from './view.ts';
+import { type ReplicaId, type View, ViewInfo } from './view.ts';
 
 const emptyBytes: Bytes = new Uint8Array(0);
 
@@ -108,6 +112,10 @@ interface RegencyStart {
 export interface CoreStatus {
   readonly me: ReplicaId;
   readonly viewNumber: number;
+  /** The current view with its members' addresses and keys. */
+  readonly membership: Membership;
+  /** The last instance this replica ordered as a member, once a reconfiguration removed it; else null. */
+  readonly removedAtCid: number | null;
   readonly regency: number;
   readonly leader: ReplicaId;
   readonly synchronized: boolean;
@@ -128,10 +136,18 @@ export interface CoreStatus {
   readonly dropped: Readonly<Partial<Record<DropReasonCode, number>>>;
 }
 
+/** A membership and the first instance it orders. */
+export interface ViewEra {
+  readonly membership: Membership;
+  readonly firstCid: number;
+}
+
 /** The replicated state a checkpoint gives the core: where it stands, and each client's last decided request. */
 export interface CheckpointBase {
   readonly cid: number;
   readonly clientSeqs: Iterable<readonly [clientId: string, lastSeq: number]>;
+  /** The recent memberships, oldest first, the one that orders cid + 1 last; absent: the genesis view's. */
+  readonly views?: readonly ViewEra[];
 }
 
 export interface CoreOptions {
@@ -151,8 +167,14 @@ export interface CoreOptions {
 export class ReplicaCore {
   readonly config: CoreConfig;
   private readonly crypto: CoreCrypto;
-  private readonly viewInfo: ViewInfo;
-  private readonly quorums: Quorums;
+  /** The membership that orders the open instance: changed by decided reconfigurations (DESIGN §6). */
+  private membership: Membership;
+  private viewInfo: ViewInfo;
+  private quorums: Quorums;
+  /** Recent memberships, oldest first, the current one last: to check and serve decisions of older views. */
+  private views: ViewEra[];
+  /** Once a reconfiguration removed this replica: the last instance it ordered. It votes no more. */
+  private removedAtCid: number | null = null;
   private readonly me: ReplicaId;
 
   private nowTick = 0;
@@ -230,10 +252,13 @@ export class ReplicaCore {
   constructor(config: CoreConfig, crypto: CoreCrypto, options: CoreOptions = {}) {
     this.config = config;
     this.crypto = crypto;
+    this.membership = genesisMembership(config.view, config.members);
     this.viewInfo = new ViewInfo(config.view, options.quorumsOverride);
     this.quorums = this.viewInfo.quorums;
+    this.views = [{ membership: this.membership, firstCid: 0 }];
     this.me = config.me;
-    invariant(this.viewInfo.isMember(this.me), 'a replica core runs only for a member of its view');
+    invariant(this.viewInfo.isMember(this.me), 'a replica core starts as a member of its genesis view');
+    this.crypto.useMembers?.(this.knownMembers());
     if (options.base) this.applyBase(options.base);
     if (options.restore) this.restore(options.restore);
     if (options.amnesic === true) this.amnesiaFloor = Infinity;
@@ -250,10 +275,17 @@ export class ReplicaCore {
     return this.regency;
   }
 
+  /** The view that orders the open instance. */
+  get view(): View {
+    return this.membership.view;
+  }
+
   status(): CoreStatus {
     return {
       me: this.me,
-      viewNumber: this.config.view.number,
+      viewNumber: this.view.number,
+      membership: this.membership,
+      removedAtCid: this.removedAtCid,
       regency: this.regency,
       leader: this.leader,
       synchronized: this.syncedRegency === this.regency,
@@ -309,6 +341,8 @@ export class ReplicaCore {
 
   tick(): void {
     this.nowTick++;
+    // Removed by a reconfiguration: it orders nothing more, and only answers peers that catch up.
+    if (this.removedAtCid !== null) return;
     const changing = this.syncedRegency < this.regency || this.myStopTarget > this.regency;
     if (changing) {
       if (this.nowTick - this.changeStartedTick >= this.regencyTimeoutTicks()) {
@@ -396,8 +430,28 @@ export class ReplicaCore {
   }
 
   private dispatch(from: ReplicaId, message: ReplicaMessage): void {
-    if (!this.viewInfo.isMember(from) || from === this.me) return this.drop(DropReason.NOT_MEMBER);
-    if (message.view !== this.config.view.number) return this.drop(DropReason.WRONG_VIEW);
+    if (from === this.me) return this.drop(DropReason.NOT_MEMBER);
+    if (message.view > this.view.number) {
+      // From a replica that already applied a reconfiguration we have yet to decide: kept for when we
+      // have. A member's heartbeat is evidence, meanwhile, of how far the cluster got.
+      if (message.type === MessageType.HEARTBEAT) {
+        if (this.viewInfo.isMember(from)) this.notePeerAt(from, message.lastDecidedCid + 1);
+        return;
+      }
+      return this.buffer(from, message);
+    }
+    // Catch-up works across views: a replica that has not applied a reconfiguration yet asks in its old
+    // view, and a certificate of an older view's instance says so.
+    if (message.type === MessageType.DECISION_REQUEST) {
+      if (!this.wasMember(from)) return this.drop(DropReason.NOT_MEMBER);
+      return this.onDecisionRequest(from, message);
+    }
+    if (message.type === MessageType.DECISION && message.view < this.view.number) {
+      if (!this.wasMember(from)) return this.drop(DropReason.NOT_MEMBER);
+      return this.onDecision(from, message);
+    }
+    if (!this.viewInfo.isMember(from)) return this.drop(DropReason.NOT_MEMBER);
+    if (message.view !== this.view.number) return this.drop(DropReason.WRONG_VIEW);
     switch (message.type) {
       case MessageType.PROPOSE:
       case MessageType.WRITE:
@@ -413,8 +467,6 @@ export class ReplicaCore {
         return this.onSync(from, message);
       case MessageType.HEARTBEAT:
         return this.onHeartbeat(from, message);
-      case MessageType.DECISION_REQUEST:
-        return this.onDecisionRequest(from, message);
       case MessageType.DECISION:
         return this.onDecision(from, message);
       case MessageType.DECISIONS_PRUNED:
@@ -426,6 +478,27 @@ export class ReplicaCore {
         // The state-transfer module's, never the core's: the driver routes them there.
         return this.drop(DropReason.MISDIRECTED);
     }
+  }
+
+  /** Every member of a recent view with its address and key: ids are never reused, so they do not clash. */
+  private knownMembers(): Map<ReplicaId, Member> {
+    const known = new Map<ReplicaId, Member>();
+    for (const era of this.views) for (const [id, member] of era.membership.members) known.set(id, member);
+    return known;
+  }
+
+  /** Was `id` a member of a recent view (this one included)? */
+  private wasMember(id: ReplicaId): boolean {
+    return this.views.some((era) => era.membership.view.members.includes(id));
+  }
+
+  /** The recent membership that ordered instance `cid` (the current one for the open instance and later). */
+  private eraOf(cid: number): ViewEra | null {
+    for (let i = this.views.length - 1; i >= 0; i--) {
+      const era = this.views[i] as ViewEra;
+      if (era.firstCid <= cid) return era;
+    }
+    return null;
   }
 
   private notePeerAt(peer: ReplicaId, cid: number): void {
@@ -494,6 +567,9 @@ export class ReplicaCore {
   }
 
   private admit(request: ClientRequest, fromClient: boolean): void {
+    if (this.removedAtCid !== null) return;
+    // A reconfiguration the replicas could not even read would only take a place in a batch.
+    if (request.kind === RequestKind.RECONFIGURATION && !decodeSignedReconfiguration(request.operation).ok) return this.drop(DropReason.BAD_REQUEST);
     const last = this.clients.lastDecided(request.clientId);
     if (request.seq <= last) {
       if (fromClient) this.noticesOut.push({ kind: 'cached-reply', clientId: request.clientId, seq: request.seq });
@@ -542,6 +618,7 @@ export class ReplicaCore {
     let newClients = 0;
     for (const request of requests) {
       if (!request.ordered || !this.requestSignatureValid(request)) return null;
+      if (request.kind === RequestKind.RECONFIGURATION && !decodeSignedReconfiguration(request.operation).ok) return null;
       const expected = nextSeq.get(request.clientId) ?? this.clients.lastDecided(request.clientId) + 1;
       if (request.seq !== expected) return null;
       if (!nextSeq.has(request.clientId) && !this.clients.knows(request.clientId)) newClients++;
@@ -605,7 +682,7 @@ export class ReplicaCore {
     const batch = this.encodeProposal(requests);
     const propose: Propose = {
       type: MessageType.PROPOSE,
-      view: this.config.view.number,
+      view: this.view.number,
       cid: this.instance.cid,
       regency: this.regency,
       batch,
@@ -645,7 +722,7 @@ export class ReplicaCore {
     instance.proposals.set(regency, value.key);
     this.rememberValue(value);
     if (!this.mayVote()) return;
-    if (this.config.view.mode === 'crash') return this.acceptValue(regency, value);
+    if (this.view.mode === 'crash') return this.acceptValue(regency, value);
     const previous = instance.writeSet.get(value.key);
     if (previous === undefined || previous < regency) {
       if (previous === undefined && instance.writeSet.size >= limits.writeSetMax) this.evictOldestWrite();
@@ -654,7 +731,7 @@ export class ReplicaCore {
     this.persistOut.push({ kind: 'write', cid: instance.cid, regency, batch: bytes });
     const write: Write = {
       type: MessageType.WRITE,
-      view: this.config.view.number,
+      view: this.view.number,
       cid: instance.cid,
       regency,
       digest: value.digest,
@@ -682,7 +759,7 @@ export class ReplicaCore {
   }
 
   private onWrite(from: ReplicaId, message: Write): void {
-    if (this.config.view.mode === 'crash') return this.drop(DropReason.SCHEMA);
+    if (this.view.mode === 'crash') return this.drop(DropReason.SCHEMA);
     this.recordWrite(from, message.regency, digestKey(message.digest));
   }
 
@@ -721,7 +798,7 @@ export class ReplicaCore {
   }
 
   private signedAccept(regency: number, digest: Bytes): Accept {
-    const view = this.config.view.number;
+    const view = this.view.number;
     const cid = this.instance.cid;
     const signature = this.crypto.sign(acceptSigningPayload(view, cid, regency, digest));
     return { type: MessageType.ACCEPT, view, cid, regency, digest, signature };
@@ -767,12 +844,17 @@ export class ReplicaCore {
 
   /** The digest of a decision's batch if its certificate holds, else null. */
   private verifiedDecisionDigest(decision: Decision): Bytes | null {
-    if (decision.votes.length < this.quorums.accept) return null;
+    // The view that ordered the instance signed its certificate, with its own quorum.
+    const era = this.eraOf(decision.cid);
+    if (era === null) return null;
+    const view = era.membership.view;
+    const quorum = view === this.view ? this.quorums.accept : quorumsFor(view.members.length, view.f, view.mode).accept;
+    if (decision.votes.length < quorum) return null;
     const digest = this.crypto.digest(decision.batch);
-    const payload = acceptSigningPayload(this.config.view.number, decision.cid, decision.regency, digest);
+    const payload = acceptSigningPayload(view.number, decision.cid, decision.regency, digest);
     const signers = new Set<ReplicaId>();
     for (const vote of decision.votes) {
-      if (!this.viewInfo.isMember(vote.replica) || signers.has(vote.replica)) return null;
+      if (!view.members.includes(vote.replica) || signers.has(vote.replica)) return null;
       if (!this.crypto.verifyReplica(vote.replica, payload, vote.signature)) return null;
       signers.add(vote.replica);
     }
@@ -801,8 +883,14 @@ export class ReplicaCore {
       return;
     }
     this.persistOut.push({ kind: 'decision', decision });
-    const checkpoint = this.applyDecision(decision, requests);
-    this.deliveriesOut.push(checkpoint ? { decision, requests, checkpoint } : { decision, requests });
+    const applied = this.applyDecision(decision, requests);
+    this.deliveriesOut.push({
+      decision,
+      requests,
+      ...(applied.checkpoint ? { checkpoint: true } : {}),
+      ...(applied.reconfigurationResults.size > 0 ? { reconfigurationResults: applied.reconfigurationResults } : {}),
+      ...(applied.membership !== null ? { membership: applied.membership } : {}),
+    });
     if (decision.regency === this.regency && this.syncedRegency === this.regency) {
       this.failedRegencies = 0;
       this.changeStartedTick = this.nowTick;
@@ -811,12 +899,19 @@ export class ReplicaCore {
     this.openInstance(decision.cid + 1);
   }
 
-  /** The part of deciding that restoring from the log repeats. Returns whether a checkpoint is due after it. */
-  private applyDecision(decision: Decision, requests: readonly ClientRequest[]): boolean {
+  /**
+   * The part of deciding that restoring from the log repeats: the clients' sequence numbers, the retained
+   * window, the reconfigurations it carries, and whether a checkpoint is due after it.
+   */
+  private applyDecision(
+    decision: Decision,
+    requests: readonly ClientRequest[],
+  ): { readonly checkpoint: boolean; readonly reconfigurationResults: Map<number, Bytes>; readonly membership: Membership | null } {
     for (const request of requests) {
       this.clients.record(request.clientId, request.seq);
       this.pending.remove(request.clientId, request.seq);
     }
+    const reconfiguration = this.reconfigure(requests);
     const accountedBytes = decision.batch.length + limits.decisionRetainedOverheadBytes;
     this.retained.set(decision.cid, decision);
     this.retainedBytes += accountedBytes;
@@ -828,19 +923,93 @@ export class ReplicaCore {
     }
     this.lastDecidedCid = decision.cid;
     this.bytesSinceCheckpoint += accountedBytes;
+    // A reconfiguration always gets a checkpoint: a replica that joins with the new view installs one
+    // that its members attest, and that carries the membership it joins.
     const due =
+      reconfiguration.membership !== null ||
       decision.cid - this.checkpointCid >= this.config.checkpointPeriodInstances ||
       this.bytesSinceCheckpoint >= this.config.checkpointPeriodBytes;
     if (due) {
       this.checkpointCid = decision.cid;
       this.bytesSinceCheckpoint = 0;
     }
-    return due;
+    if (reconfiguration.membership !== null) this.installMembership(reconfiguration.membership, decision.cid + 1);
+    return { checkpoint: due, ...reconfiguration };
   }
 
-  /** Stand at a checkpoint: decided up to its instance, with its clients' sequence numbers. */
+  /**
+   * The batch's reconfiguration requests, in order: each is checked against the membership as it stands
+   * before this instance; the first valid one takes effect after the instance, and any later one in the
+   * same batch is refused (it names a view that is no longer current). Deterministic, so every replica
+   * answers and changes the same way.
+   */
+  private reconfigure(requests: readonly ClientRequest[]): { reconfigurationResults: Map<number, Bytes>; membership: Membership | null } {
+    const reconfigurationResults = new Map<number, Bytes>();
+    let membership: Membership | null = null;
+    for (let index = 0; index < requests.length; index++) {
+      const request = requests[index] as ClientRequest;
+      if (request.kind !== RequestKind.RECONFIGURATION) continue;
+      const verdict = this.judgeReconfiguration(request.operation, membership);
+      if (verdict.ok) membership = verdict.membership;
+      reconfigurationResults.set(
+        index,
+        encodeReconfigurationResult(
+          verdict.ok
+            ? { accepted: true, view: describeView(verdict.membership) }
+            : { accepted: false, reason: verdict.reason.slice(0, limits.reconfigurationReasonLengthMax) },
+        ),
+      );
+    }
+    return { reconfigurationResults, membership };
+  }
+
+  /** One reconfiguration request's verdict; `decided` is a change already decided in the same instance. */
+  private judgeReconfiguration(operation: Bytes, decided: Membership | null): ReconfigurationVerdict {
+    const decoded = decodeSignedReconfiguration(operation);
+    // validValue admitted only decodable requests; a restored log holds only what was admitted.
+    if (!decoded.ok) return { ok: false, reason: `malformed: ${decoded.reason}` };
+    const { reconfiguration, signature } = decoded.value;
+    if (this.crypto.verifyViewManager?.(reconfigurationSigningPayload(reconfiguration), signature) !== true) {
+      return { ok: false, reason: 'not signed by the View Manager this cluster was configured with' };
+    }
+    if (decided !== null) return { ok: false, reason: `stale: view ${decided.view.number} was decided in the same instance; submit again from it` };
+    return applyReconfiguration(this.membership, reconfiguration);
+  }
+
+  /**
+   * From instance `firstCid` on, `next` orders: its members vote, with its quorums and keys. What belonged
+   * to the old view's leader change is dropped (it restarts in the new view if it must); peers that left
+   * are forgotten. A replica that is no longer a member stops voting for good.
+   */
+  private installMembership(next: Membership, firstCid: number): void {
+    this.membership = next;
+    this.views.push({ membership: next, firstCid });
+    if (this.views.length > limits.viewEraHistoryMax) this.views.shift();
+    this.viewInfo = new ViewInfo(next.view);
+    this.quorums = this.viewInfo.quorums;
+    this.crypto.useMembers?.(this.knownMembers());
+    this.stopTargets.clear();
+    this.stopData.clear();
+    this.stopDataValues.clear();
+    this.myStopData = null;
+    this.syncSent = null;
+    this.myStopTarget = this.regency;
+    for (const peer of [...this.peerCid.keys()]) if (!this.viewInfo.isMember(peer)) this.peerCid.delete(peer);
+    for (const peer of [...this.peerRegency.keys()]) if (!this.viewInfo.isMember(peer)) this.peerRegency.delete(peer);
+    this.prunedBy.clear();
+    this.lastLeaderContactTick = this.nowTick;
+    if (!this.viewInfo.isMember(this.me)) this.removedAtCid ??= firstCid - 1;
+  }
+
+  /** Stand at a checkpoint: decided up to its instance, with its clients' sequence numbers and membership. */
   private applyBase(base: CheckpointBase): void {
     invariant(base.cid > this.lastDecidedCid, 'a checkpoint moves the replica forward');
+    if (base.views !== undefined && base.views.length > 0) {
+      const eras = base.views.slice(-limits.viewEraHistoryMax);
+      const current = eras[eras.length - 1] as ViewEra;
+      this.views = eras.slice(0, -1);
+      this.installMembership(current.membership, current.firstCid);
+    }
     this.clients.clear();
     for (const [clientId, seq] of base.clientSeqs) this.clients.record(clientId, seq);
     const decided: ClientRequest[] = [];
@@ -898,7 +1067,7 @@ export class ReplicaCore {
     if (message.fromCid <= this.lastDecidedCid && (oldest === -1 || message.fromCid < oldest)) {
       const pruned: DecisionsPruned = {
         type: MessageType.DECISIONS_PRUNED,
-        view: this.config.view.number,
+        view: this.view.number,
         oldestRetainedCid: oldest,
         checkpointCid: this.checkpointCid,
       };
@@ -911,7 +1080,8 @@ export class ReplicaCore {
       const decision = this.retained.get(cid);
       if (decision === undefined) continue;
       bytes += decision.batch.length;
-      const reply: DecisionMessage = { type: MessageType.DECISION, view: this.config.view.number, decision };
+      const view = this.eraOf(cid)?.membership.view.number ?? this.view.number;
+      const reply: DecisionMessage = { type: MessageType.DECISION, view, decision };
       this.messagesOut.push({ to: from, message: reply });
     }
   }
@@ -957,8 +1127,12 @@ export class ReplicaCore {
     this.stateTransferOut = { minCid: this.instance.cid };
   }
 
-  /** May this replica vote in its open instance? Always, unless it lost its disk and is not yet past what it forgot. */
+  /**
+   * May this replica vote in its open instance? Always, unless a reconfiguration removed it, or it lost its
+   * disk and is not yet past what it forgot.
+   */
   private mayVote(): boolean {
+    if (this.removedAtCid !== null) return false;
     if (this.amnesiaFloor === null) return true;
     if (this.instance.cid <= this.amnesiaFloor) return false;
     this.amnesiaFloor = null;
@@ -990,9 +1164,9 @@ export class ReplicaCore {
     this.lastCatchUpTick = this.nowTick;
     if (this.awaitingStateTransfer) return;
     if (this.lastDecidedCid >= 0 && !this.retained.has(this.lastDecidedCid)) {
-      const others = this.config.view.members.filter((m) => m !== this.me);
+      const others = this.view.members.filter((m) => m !== this.me);
       const peer = others[this.catchUpRotation++ % others.length] as ReplicaId;
-      this.messagesOut.push({ to: peer, message: { type: MessageType.DECISION_REQUEST, view: this.config.view.number, fromCid: this.lastDecidedCid } });
+      this.messagesOut.push({ to: peer, message: { type: MessageType.DECISION_REQUEST, view: this.view.number, fromCid: this.lastDecidedCid } });
     }
     const ahead = this.peersAhead();
     // Only believe we are behind when enough replicas say so that one of them is correct.
@@ -1009,7 +1183,7 @@ export class ReplicaCore {
     const peer = ahead[this.catchUpRotation++ % ahead.length] as ReplicaId;
     const request: DecisionRequest = {
       type: MessageType.DECISION_REQUEST,
-      view: this.config.view.number,
+      view: this.view.number,
       fromCid: this.instance.cid,
     };
     this.catchUpExhaustedAt = this.instance.cid + limits.decisionsPerFetchMax;
@@ -1041,7 +1215,7 @@ export class ReplicaCore {
       }
     }
     for (const requests of fitting(toForward, limits.requestsPerMessageMax, this.config.batchBytesMax)) {
-      const forward: Forward = { type: MessageType.FORWARD, view: this.config.view.number, requests };
+      const forward: Forward = { type: MessageType.FORWARD, view: this.view.number, requests };
       this.messagesOut.push({ to: this.leader, message: forward });
     }
     if (stop) this.sendStop(this.regency + 1);
@@ -1064,7 +1238,7 @@ export class ReplicaCore {
     this.lastHeartbeatTick = this.nowTick;
     const heartbeat: Heartbeat = {
       type: MessageType.HEARTBEAT,
-      view: this.config.view.number,
+      view: this.view.number,
       regency: this.syncedRegency,
       lastDecidedCid: this.lastDecidedCid,
     };
@@ -1082,8 +1256,8 @@ export class ReplicaCore {
     if (this.amnesiaFloor !== Infinity) return;
     const heard = this.peerCid.size;
     const waited = this.nowTick >= 2 * this.config.leaderSilenceTimeoutTicks;
-    const n = this.config.view.members.length;
-    if (heard < this.quorums.collect && !(waited && heard >= Math.max(1, n - 2 * this.config.view.f))) return;
+    const n = this.view.members.length;
+    if (heard < this.quorums.collect && !(waited && heard >= Math.max(1, n - 2 * this.view.f))) return;
     let highest = -1;
     for (const cid of this.peerCid.values()) highest = Math.max(highest, cid);
     // peerCid holds open instances (last decided + 1): + 1 more makes the claim's last decided + 2.
@@ -1114,7 +1288,7 @@ export class ReplicaCore {
   /** Messages get lost; send again what this replica said in the step that is not finished. */
   private retransmit(): void {
     this.lastRetransmitTick = this.nowTick;
-    const view = this.config.view.number;
+    const view = this.view.number;
     if (this.myStopTarget > this.regency) {
       const stop: Stop = { type: MessageType.STOP, view, regency: this.myStopTarget, requests: [] };
       this.messagesOut.push({ to: 'others', message: stop });
@@ -1140,7 +1314,7 @@ export class ReplicaCore {
         this.messagesOut.push({ to: 'others', message: propose });
       }
     }
-    if (this.config.view.mode === 'bft') {
+    if (this.view.mode === 'bft') {
       const write: Write = { type: MessageType.WRITE, view, cid: instance.cid, regency: this.regency, digest: value.digest };
       this.messagesOut.push({ to: 'others', message: write });
     }
@@ -1162,7 +1336,7 @@ export class ReplicaCore {
     this.changeStartedTick = this.nowTick;
     const stop: Stop = {
       type: MessageType.STOP,
-      view: this.config.view.number,
+      view: this.view.number,
       regency: target,
       requests: this.pending.oldest(limits.requestsPerMessageMax, this.config.batchBytesMax),
     };
@@ -1226,7 +1400,7 @@ export class ReplicaCore {
       .map(([key, written]) => ({ regency: written, digest: digestOf(key) }));
     const collect: Collect = {
       replica: this.me,
-      view: this.config.view.number,
+      view: this.view.number,
       regency,
       cid: instance.cid,
       acceptedRegency: instance.acceptedRegency,
@@ -1246,7 +1420,7 @@ export class ReplicaCore {
     }
     return {
       type: MessageType.STOPDATA,
-      view: this.config.view.number,
+      view: this.view.number,
       regency,
       collect: { collect, signature: this.crypto.sign(collectSigningPayload(collect)) },
       lastDecision: this.retained.get(instance.cid - 1) ?? null,
@@ -1258,7 +1432,7 @@ export class ReplicaCore {
   private invalidCollect(signed: SignedCollect, regency: number): DropReasonCode | null {
     const collect = signed.collect;
     if (!this.viewInfo.isMember(collect.replica)) return DropReason.COLLECT_NOT_MEMBER;
-    if (collect.regency !== regency || collect.view !== this.config.view.number) return DropReason.COLLECT_WRONG_REGENCY;
+    if (collect.regency !== regency || collect.view !== this.view.number) return DropReason.COLLECT_WRONG_REGENCY;
     if (!this.crypto.verifyReplica(collect.replica, collectSigningPayload(collect), signed.signature)) {
       return DropReason.BAD_COLLECT;
     }
@@ -1337,7 +1511,7 @@ export class ReplicaCore {
       }
     }
     const collects = received.map((data) => data.signed);
-    const choice = chooseValue(this.config.view.mode, ReplicaCore.statesFor(collects, cid), this.quorums);
+    const choice = chooseValue(this.view.mode, ReplicaCore.statesFor(collects, cid), this.quorums);
     if (choice.kind === 'unsound') return;
     let batch = emptyBytes;
     if (choice.kind === 'bound') {
@@ -1350,7 +1524,7 @@ export class ReplicaCore {
     }
     const sync: Sync = {
       type: MessageType.SYNC,
-      view: this.config.view.number,
+      view: this.view.number,
       regency: this.regency,
       cid,
       collects,
@@ -1390,7 +1564,7 @@ export class ReplicaCore {
     if (!this.provesPredecessor(message.lastDecision, cid)) return DropReason.BAD_CERTIFICATE;
     const states = ReplicaCore.statesFor(message.collects, cid);
     const key = message.batch.length === 0 ? null : digestKey(this.crypto.digest(message.batch));
-    if (!syncValueAllowed(this.config.view.mode, states, this.quorums, key)) return DropReason.BAD_SYNC;
+    if (!syncValueAllowed(this.view.mode, states, this.quorums, key)) return DropReason.BAD_SYNC;
     return null;
   }
 
@@ -1427,7 +1601,7 @@ export class ReplicaCore {
             break;
           }
           invariant(record.decision.cid === this.lastDecidedCid + 1, 'the log continues where the state stands');
-          if (this.applyDecision(record.decision, decoded.batch.requests)) this.restoredCheckpoints.push(record.decision.cid);
+          if (this.applyDecision(record.decision, decoded.batch.requests).checkpoint) this.restoredCheckpoints.push(record.decision.cid);
           break;
         }
         case 'regency':

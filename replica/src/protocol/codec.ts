@@ -85,7 +85,7 @@ function tooLarge(detail: string): Rejection {
  * UNDECODABLE; well-formed input whose containers exceed what any schema allows is SCHEMA, as it would be
  * after decoding.
  */
-function wireFormatProblem(bytes: Uint8Array): Rejection | null {
+export function wireFormatProblem(bytes: Uint8Array): Rejection | null {
   const end = bytes.length;
   let position = 0;
   let depth = 0;
@@ -232,5 +232,6 @@ export function collectSigningPayload(collect: Collect): Uint8Array {
 
 /** Everything in the request but its signature. */
 export function requestSigningPayload(request: ClientRequest): Uint8Array {
-  return packr.pack([signingDomain.REQUEST, request.clientId, request.seq, request.ordered, request.operation]);
+  const fields = [signingDomain.REQUEST, request.clientId, request.seq, request.ordered, request.operation];
+  return packr.pack(request.kind === undefined ? fields : [...fields, request.kind]);
 }

@@ -26,6 +26,12 @@ export const MessageType = {
 
 export type MessageTypeCode = (typeof MessageType)[keyof typeof MessageType];
 
+/** What a request asks of the replicas. Codes are fixed forever. */
+export const RequestKind = {
+  /** A View Manager's signed reconfiguration (protocol/reconfiguration.ts), for the replicas themselves. */
+  RECONFIGURATION: 1,
+} as const;
+
 /** A client's request. (clientId, seq) identifies it; a client's ordered requests execute in seq order. */
 export interface ClientRequest {
   readonly clientId: string;
@@ -35,6 +41,8 @@ export interface ClientRequest {
   readonly operation: Bytes;
   /** Ed25519 over the request's signing payload, when the cluster requires signed requests. */
   readonly signature: Bytes | null;
+  /** Absent for the service's requests (almost all of them). */
+  readonly kind?: typeof RequestKind.RECONFIGURATION;
 }
 
 /** The value of one consensus instance. Travels encoded; its digest is the hash of those exact bytes. */

@@ -27,6 +27,7 @@ import {
   type Heartbeat,
   type Message,
   MessageType,
+  RequestKind,
   type MessageTypeCode,
   type Propose,
   type Reply,
@@ -85,6 +86,7 @@ export const clientRequestSchema = z.object({
   ordered: z.boolean(),
   operation: bytes(0, limits.operationBytesMax),
   signature: signatureBytes.nullable(),
+  kind: z.literal(RequestKind.RECONFIGURATION).optional(),
 });
 
 export const batchSchema = z.object({

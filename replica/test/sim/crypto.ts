@@ -19,6 +19,7 @@ function equalBytes(a: Bytes, b: Bytes): boolean {
 export class SimKeys {
   private readonly replicaSecrets = new Map<number, Bytes>();
   private readonly clientSecrets = new Map<string, Bytes>();
+  private viewManager: Bytes | null = null;
   private readonly rng: Rng;
 
   constructor(rng: Rng) {
@@ -47,6 +48,16 @@ export class SimKeys {
     return keyedHash(this.clientSecret(clientId), payload);
   }
 
+  /** Drawn on first use, so that runs without reconfiguration draw the same keys as before it existed. */
+  private viewManagerSecret(): Bytes {
+    this.viewManager ??= this.rng.bytes(32);
+    return this.viewManager;
+  }
+
+  signViewManager(payload: Bytes): Bytes {
+    return keyedHash(this.viewManagerSecret(), payload);
+  }
+
   /** The crypto one replica holds: its own signing key and everyone's verification. */
   cryptoFor(id: number): CoreCrypto {
     const own = this.replicaSecret(id);
@@ -57,6 +68,7 @@ export class SimKeys {
         equalBytes(keyedHash(this.replicaSecret(replica), payload), signature),
       verifyClient: (clientId, payload, signature) =>
         equalBytes(keyedHash(this.clientSecret(clientId), payload), signature),
+      verifyViewManager: (payload, signature) => equalBytes(keyedHash(this.viewManagerSecret(), payload), signature),
     };
   }
 }

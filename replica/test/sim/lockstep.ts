@@ -55,6 +55,8 @@ export class LockstepCluster {
   readonly sent: Envelope[] = [];
 
   private readonly overrides: Partial<Omit<CoreConfig, 'me' | 'view'>>;
+  /** The view each replica was started with (a joined replica's is the view it joined). */
+  private readonly startViews = new Map<number, View>();
 
   constructor(n: number, mode: FaultMode = 'bft', overrides: Partial<Omit<CoreConfig, 'me' | 'view'>> = {}) {
     this.overrides = overrides;
@@ -66,8 +68,9 @@ export class LockstepCluster {
     }
   }
 
-  private makeCore(id: number, restore?: readonly PersistRecord[], amnesic = false): ReplicaCore {
-    const config = makeCoreConfig(id, this.view, { ...lockstepTiming, ...this.overrides });
+  private makeCore(id: number, restore?: readonly PersistRecord[], amnesic = false, view: View = this.startViews.get(id) ?? this.view): ReplicaCore {
+    this.startViews.set(id, view);
+    const config = makeCoreConfig(id, view, { ...lockstepTiming, ...this.overrides });
     return new ReplicaCore(config, this.keys.cryptoFor(id), { ...(restore ? { restore } : {}), ...(amnesic ? { amnesic } : {}) });
   }
 
@@ -76,6 +79,16 @@ export class LockstepCluster {
     this.disks.set(id, []);
     this.deliveries.set(id, []);
     this.cores.set(id, this.makeCore(id, undefined, true));
+  }
+
+  /**
+   * A replica that a reconfiguration added, started as one is: with the view it joins, its own keys and
+   * an empty disk (so, amnesic).
+   */
+  join(id: number, view: View): void {
+    this.disks.set(id, []);
+    this.deliveries.set(id, []);
+    this.cores.set(id, this.makeCore(id, undefined, true, view));
   }
 
   core(id: number): ReplicaCore {
@@ -97,7 +110,8 @@ export class LockstepCluster {
         this.disks.get(id)?.push(...ready.persist);
         this.deliveries.get(id)?.push(...ready.deliveries);
         for (const out of ready.messages) {
-          const targets = out.to === 'others' ? this.view.members.filter((m) => m !== id) : [out.to];
+          // "Others" are the members of the sender's view, which a reconfiguration may have changed.
+          const targets = out.to === 'others' ? core.view.members.filter((m) => m !== id) : [out.to];
           for (const to of targets) this.enqueue(id, to, out.message);
         }
         core.advance();
