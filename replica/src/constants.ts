@@ -66,6 +66,8 @@ export const limits = {
   /** An encoded signed reconfiguration request (a client operation of kind RECONFIGURATION). */
   reconfigurationBytesMax: 64 * 1024,
   reconfigurationNonceBytesMax: 64,
+  /** A checkpoint's view part: viewEraHistoryMax memberships of membersMax members with their addresses and keys. */
+  checkpointViewPartBytesMax: 1024 * 1024,
   /** Memberships a replica remembers (with the first instance each ordered), to check older views' certificates. */
   viewEraHistoryMax: 8,
   /** Why a reconfiguration was refused, as replicas answer it. */

@@ -19,5 +19,7 @@ export interface ClientTransport {
    * `decoded`, so that it is not decoded twice.
    */
   onMessage(handler: (replicaId: number, payload: Uint8Array, decoded?: Message) => void): void;
+  /** The replicas of a newer view: connect to new members, drop members that left. Optional for tests. */
+  setReplicas?(replicas: readonly ReplicaEndpoint[]): void;
   close(): Promise<void>;
 }

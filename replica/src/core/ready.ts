@@ -41,6 +41,11 @@ export interface Delivery {
   readonly reconfigurationResults?: ReadonlyMap<number, Bytes>;
   /** The membership from the next instance on, when this batch changed it. */
   readonly membership?: Membership;
+  /**
+   * With `checkpoint`: the recent memberships as they stand after this instance, oldest first, each with
+   * the first instance it ordered. The checkpoint keeps them, for whoever installs it.
+   */
+  readonly views?: readonly { readonly membership: Membership; readonly firstCid: number }[];
 }
 
 /** The replica lags behind what its peers still keep as decisions: it needs a checkpoint first. */

@@ -102,12 +102,15 @@ export function applyReconfiguration(current: Membership, request: Reconfigurati
   return { ok: true, membership: { view: next, members, highestIdEver } };
 }
 
-/** Where a replica without a checkpoint starts: the genesis view, with placeholders for what is not given. */
+/**
+ * Where a replica without a checkpoint starts: the genesis view, with placeholders for what is not given
+ * (tests and the simulator): an empty public key means "not known here", never a key to check against.
+ */
 export function genesisMembership(view: View, members?: readonly Member[]): Membership {
   const given = new Map((members ?? []).map((member) => [member.id, member]));
   const described = new Map<ReplicaId, Member>();
   for (const id of view.members) {
-    described.set(id, given.get(id) ?? { id, host: `replica-${id}`, port: 1, adminPort: 1, publicKey: new Uint8Array(limits.replicaPublicKeyBytes) });
+    described.set(id, given.get(id) ?? { id, host: `replica-${id}`, port: 1, adminPort: 1, publicKey: new Uint8Array(0) });
   }
   return { view, members: described, highestIdEver: Math.max(...view.members) };
 }

@@ -227,6 +227,9 @@ export class ReplicaCore {
   private bytesSinceCheckpoint = 0;
   /** Checkpoint instances met while restoring, so that the process can take one it missed before a crash. */
   private readonly restoredCheckpoints: number[] = [];
+  /** While restoring: the memberships at each checkpoint instance, and the replicas' own answers by instance. */
+  private readonly restoredViews = new Map<number, readonly ViewEra[]>();
+  private readonly restoredAnswers = new Map<number, ReadonlyMap<number, Bytes>>();
   /** Peers that said they no longer keep the decisions we asked for, for our open instance. */
   private readonly prunedBy = new Map<ReplicaId, number>();
   private awaitingStateTransfer = false;
@@ -383,6 +386,19 @@ export class ReplicaCore {
   /** Checkpoint instances met while restoring from the log, oldest first. */
   get restoredCheckpointCids(): readonly number[] {
     return this.restoredCheckpoints;
+  }
+
+  /** The memberships as they stood after restored checkpoint instance `cid` (what its checkpoint keeps). */
+  restoredViewsAt(cid: number): readonly ViewEra[] {
+    return this.restoredViews.get(cid) ?? [...this.views];
+  }
+
+  /**
+   * The answers to reconfiguration requests of restored decision `cid` (Delivery.reconfigurationResults
+   * for the replay of the log through the service host), or undefined when it carried none.
+   */
+  restoredReconfigurationResults(cid: number): ReadonlyMap<number, Bytes> | undefined {
+    return this.restoredAnswers.get(cid);
   }
 
   /**
@@ -887,7 +903,7 @@ export class ReplicaCore {
     this.deliveriesOut.push({
       decision,
       requests,
-      ...(applied.checkpoint ? { checkpoint: true } : {}),
+      ...(applied.checkpoint ? { checkpoint: true, views: [...this.views] } : {}),
       ...(applied.reconfigurationResults.size > 0 ? { reconfigurationResults: applied.reconfigurationResults } : {}),
       ...(applied.membership !== null ? { membership: applied.membership } : {}),
     });
@@ -1601,7 +1617,12 @@ export class ReplicaCore {
             break;
           }
           invariant(record.decision.cid === this.lastDecidedCid + 1, 'the log continues where the state stands');
-          if (this.applyDecision(record.decision, decoded.batch.requests).checkpoint) this.restoredCheckpoints.push(record.decision.cid);
+          const applied = this.applyDecision(record.decision, decoded.batch.requests);
+          if (applied.checkpoint) {
+            this.restoredCheckpoints.push(record.decision.cid);
+            this.restoredViews.set(record.decision.cid, [...this.views]);
+          }
+          if (applied.reconfigurationResults.size > 0) this.restoredAnswers.set(record.decision.cid, applied.reconfigurationResults);
           break;
         }
         case 'regency':

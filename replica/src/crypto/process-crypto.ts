@@ -18,6 +18,7 @@ import {
   MessageType,
   type SignedCollect,
 } from '../protocol/messages.ts';
+import type { Member } from '../protocol/reconfiguration.ts';
 import { Signer, ed25519PublicKeyBytes, ed25519SignatureBytes, publicKeyFromRaw, verifySignature } from './ed25519.ts';
 import type { VerifyItem, VerifyPool } from './verify-pool.ts';
 
@@ -31,6 +32,8 @@ export interface ProcessCryptoOptions {
   readonly replicaPublicKeys: ReadonlyMap<number, Uint8Array>;
   /** A client's raw Ed25519 public key, or undefined if the client is unknown (its signatures then fail). */
   readonly clientPublicKey?: (clientId: string) => Uint8Array | undefined;
+  /** The View Manager's raw Ed25519 public key (genesis configuration); without it every reconfiguration is refused. */
+  readonly viewManagerPublicKey?: Uint8Array;
   /** Without a pool, prepare() does nothing and every check runs on the calling thread. */
   readonly pool?: VerifyPool;
   /** Default and maximum limits.verifiedSignaturesCachedMax. */
@@ -118,6 +121,7 @@ export class ProcessCrypto implements CoreCrypto {
   /** KeyObjects of clients seen lately, for checks on this thread; insertion order is age. */
   readonly #clientKeys = new Map<string, KnownKey>();
   readonly #pool: VerifyPool | undefined;
+  readonly #viewManagerKey: KnownKey | null;
   readonly #verifiedMax: number;
   /** Keys of triples known to be valid; insertion order is age, the oldest is evicted first. */
   readonly #verified = new Set<string>();
@@ -150,6 +154,14 @@ export class ProcessCrypto implements CoreCrypto {
       );
     }
     this.#clientPublicKey = options.clientPublicKey;
+    this.#viewManagerKey = null;
+    if (options.viewManagerPublicKey !== undefined) {
+      try {
+        this.#viewManagerKey = { raw: Uint8Array.from(options.viewManagerPublicKey), key: publicKeyFromRaw(options.viewManagerPublicKey) };
+      } catch (error) {
+        throw new BftError('BFT_ERR_SIGNING_KEY_INVALID', 'the View Manager public key is not an Ed25519 key; fix cluster.viewManagerPublicKey', { cause: error });
+      }
+    }
     this.#pool = options.pool;
     this.#verifiedMax = entriesMax(options.verifiedCacheEntriesMax);
     const poolItemsMin = options.poolItemsMin ?? poolItemsMinDefault;
@@ -182,6 +194,36 @@ export class ProcessCrypto implements CoreCrypto {
     const valid = verifySignature(known.key, payload, signature);
     if (valid) this.#remember(key);
     return valid;
+  }
+
+  verifyViewManager(payload: Bytes, signature: Bytes): boolean {
+    const known = this.#viewManagerKey;
+    if (known === null || signature.length !== ed25519SignatureBytes) return false;
+    return verifySignature(known.key, payload, signature);
+  }
+
+  /**
+   * The keys that count from now on: those of every member the replicated state knows (the core passes
+   * recent views' members too, whose certificates it still checks). Keys already imported are kept; a
+   * member whose key is not valid Ed25519 gets none, so its signatures fail instead of the replica.
+   */
+  useMembers(members: ReadonlyMap<number, Member>): void {
+    for (const [id, member] of members) {
+      // An empty key is a placeholder of a configuration that gave none: the key loaded at start stands.
+      if (member.publicKey.length === 0) continue;
+      const known = this.#replicaKeys.get(id);
+      if (known !== undefined && Buffer.from(known.raw).equals(member.publicKey)) continue;
+      try {
+        this.#replicaKeys.set(id, { raw: Uint8Array.from(member.publicKey), key: publicKeyFromRaw(member.publicKey) });
+      } catch {
+        this.#replicaKeys.delete(id);
+      }
+    }
+  }
+
+  /** Raw public key of replica `id` as last given, for modules that verify outside the core (state transfer). */
+  replicaPublicKey(id: number): Uint8Array | undefined {
+    return this.#replicaKeys.get(id)?.raw;
   }
 
   verifyClient(clientId: string, payload: Bytes, signature: Bytes): boolean {

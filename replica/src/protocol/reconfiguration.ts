@@ -67,7 +67,14 @@ const port = z.int().min(1).max(65_535);
 const host = z.string().min(1).max(253);
 const publicKey = bytes(limits.replicaPublicKeyBytes, limits.replicaPublicKeyBytes);
 
-const memberSchema = z.object({ id: replicaId, host, port, adminPort: port, publicKey });
+// A reported member's key may be empty: a genesis member whose key the configuration did not give (tests).
+const memberSchema = z.object({
+  id: replicaId,
+  host,
+  port,
+  adminPort: port,
+  publicKey: z.custom<Uint8Array>((value) => value instanceof Uint8Array && (value.length === limits.replicaPublicKeyBytes || value.length === 0)),
+});
 
 const operationSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('add'), id: replicaId, host, port, adminPort: port, publicKey }),

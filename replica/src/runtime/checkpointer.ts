@@ -4,9 +4,12 @@
 // the replica's own store) and after a state transfer (from a checkpoint fetched into the store).
 
 import { Packr } from 'msgpackr';
+import { z } from 'zod';
+import { limits } from '../constants.ts';
 import type { Logger } from 'pino';
-import type { CheckpointBase } from '../core/replica.ts';
-import type { View } from '../core/view.ts';
+import type { Membership } from '../core/reconfiguration.ts';
+import type { CheckpointBase, ViewEra } from '../core/replica.ts';
+import { invalidView } from '../core/view.ts';
 import { BftError, invariant } from '../errors.ts';
 import { plainMsgpackOptions } from '../protocol/codec.ts';
 import type { CheckpointStore, Manifest } from '../storage/checkpoint-store.ts';
@@ -26,7 +29,8 @@ export interface TruncatableLog {
 
 export interface CheckpointerOptions {
   readonly me: number;
-  readonly view: View;
+  /** The view number whose members attest the checkpoints written now (the store signs with it). */
+  readonly viewNumber: () => number;
   readonly store: CheckpointStore;
   readonly host: CheckpointableHost;
   readonly log?: TruncatableLog;
@@ -48,9 +52,63 @@ export interface CheckpointerStatus {
 
 const viewPacker = new Packr({ ...plainMsgpackOptions, copyBuffers: true });
 
-/** The view part of a checkpoint: what the replicated state says the membership is. */
-export function encodeViewPart(view: View): Uint8Array {
-  return viewPacker.pack({ number: view.number, mode: view.mode, f: view.f, members: [...view.members] });
+/**
+ * The view part of a checkpoint: the memberships the replicated state remembers, oldest first, the one
+ * that orders the instance after the checkpoint last, each with its members' addresses and keys.
+ */
+export function encodeViewPart(views: readonly ViewEra[]): Uint8Array {
+  return viewPacker.pack(
+    views.map(({ membership, firstCid }) => ({
+      firstCid,
+      number: membership.view.number,
+      mode: membership.view.mode,
+      f: membership.view.f,
+      members: membership.view.members.map((id) => membership.members.get(id)),
+      highestIdEver: membership.highestIdEver,
+    })),
+  );
+}
+
+const memberSchema = z.object({
+  id: z.int().min(0),
+  host: z.string().min(1).max(253),
+  port: z.int().min(1).max(65_535),
+  adminPort: z.int().min(1).max(65_535),
+  // Empty: a genesis member whose key the configuration did not give (tests, simulations).
+  publicKey: z.custom<Uint8Array>((value) => value instanceof Uint8Array && (value.length === limits.replicaPublicKeyBytes || value.length === 0)),
+});
+const viewPartSchema = z
+  .array(
+    z.object({
+      firstCid: z.int().min(0),
+      number: z.int().min(0),
+      mode: z.enum(['bft', 'crash']),
+      f: z.int().min(0),
+      members: z.array(memberSchema).min(1).max(limits.membersMax),
+      highestIdEver: z.int().min(0),
+    }),
+  )
+  .min(1)
+  .max(limits.viewEraHistoryMax);
+
+/** The memberships of a checkpoint's view part; throws BFT_ERR_CHECKPOINT_CORRUPT on anything else. */
+export function decodeViewPart(bytes: Uint8Array): ViewEra[] {
+  let parsed: z.infer<typeof viewPartSchema>;
+  try {
+    const value: unknown = viewPacker.unpack(bytes);
+    // Checkpoints from before reconfiguration held the genesis view alone: nothing to restore from them.
+    if (value !== null && typeof value === 'object' && !Array.isArray(value) && 'members' in value) return [];
+    parsed = viewPartSchema.parse(value);
+  } catch (cause) {
+    throw new BftError('BFT_ERR_CHECKPOINT_CORRUPT', 'the view part of a checkpoint is malformed; let the replica recover from its peers', { cause });
+  }
+  return parsed.map((era) => {
+    const view = { number: era.number, mode: era.mode, f: era.f, members: era.members.map((member) => member.id) };
+    const problem = invalidView(view);
+    if (problem !== null) throw new BftError('BFT_ERR_CHECKPOINT_CORRUPT', `the view part of a checkpoint holds an invalid view: ${problem}`);
+    const membership: Membership = { view, members: new Map(era.members.map((member) => [member.id, member])), highestIdEver: era.highestIdEver };
+    return { membership, firstCid: era.firstCid };
+  });
 }
 
 export class Checkpointer {
@@ -73,7 +131,7 @@ export class Checkpointer {
    * `cid` and before it is asked for anything later: the host takes the snapshot in that order. A
    * failure is logged and counted, never fatal: the previous checkpoint and the log still cover the state.
    */
-  take(cid: number): Promise<Manifest | null> {
+  take(cid: number, views: readonly ViewEra[]): Promise<Manifest | null> {
     const started = this.now();
     // Asked for now, synchronously, so that the host orders the snapshot right after instance cid.
     const parts = this.options.host.snapshot();
@@ -81,14 +139,14 @@ export class Checkpointer {
       this.writing = cid;
       try {
         const { service, replies } = await parts;
-        const { store, view, me } = this.options;
+        const { store, me } = this.options;
         const manifest = await store.write(
           cid,
-          view.number,
+          this.options.viewNumber(),
           [
             { name: 'service', source: service },
             { name: 'replies', source: replies },
-            { name: 'view', source: encodeViewPart(view) },
+            { name: 'view', source: encodeViewPart(views) },
           ],
           me,
         );
@@ -127,9 +185,10 @@ export class Checkpointer {
     const { store, host } = this.options;
     invariant(manifest.parts[0]?.name === 'service', 'a checkpoint starts with the service part');
     try {
+      const views = decodeViewPart(await concatPart(store.readPart(manifest.cid, 'view')));
       const clientSeqs = await host.install({ service: store.readPart(manifest.cid, 'service'), replies: store.readPart(manifest.cid, 'replies') });
       this.options.logger?.info({ cid: manifest.cid, totalBytes: manifest.totalBytes, clients: clientSeqs.length }, 'checkpoint installed into the service');
-      return { cid: manifest.cid, clientSeqs };
+      return { cid: manifest.cid, clientSeqs, ...(views.length > 0 ? { views } : {}) };
     } catch (cause) {
       throw new BftError(
         'BFT_ERR_CHECKPOINT_CORRUPT',
@@ -154,6 +213,24 @@ export class Checkpointer {
       failures: this.failures,
     };
   }
+}
+
+/** A small part (the view part), whole. */
+async function concatPart(pieces: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
+  const all: Uint8Array[] = [];
+  let length = 0;
+  for await (const piece of pieces) {
+    length += piece.length;
+    if (length > limits.checkpointViewPartBytesMax) throw new BftError('BFT_ERR_CHECKPOINT_CORRUPT', `the view part of a checkpoint exceeds ${limits.checkpointViewPartBytesMax} bytes`);
+    all.push(piece);
+  }
+  const whole = new Uint8Array(length);
+  let offset = 0;
+  for (const piece of all) {
+    whole.set(piece, offset);
+    offset += piece.length;
+  }
+  return whole;
 }
 
 async function drain(parts: Promise<{ readonly service: AsyncIterable<Uint8Array>; readonly replies: AsyncIterable<Uint8Array> }>): Promise<void> {

@@ -83,7 +83,6 @@ async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
     hosts.set(id, host);
     const driver = new ReplicaDriver({
       me: id,
-      view,
       core,
       host,
       onFatal: (error) => fatal.push({ id, error }),

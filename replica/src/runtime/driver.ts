@@ -7,8 +7,8 @@
 
 import { limits } from '../constants.ts';
 import type { Delivery } from '../core/ready.ts';
-import type { ReplicaCore } from '../core/replica.ts';
-import type { View } from '../core/view.ts';
+import type { ReplicaCore, ViewEra } from '../core/replica.ts';
+import type { Membership } from '../core/reconfiguration.ts';
 import { decodeMessage, encodeMessage } from '../protocol/codec.ts';
 import {
   BusyReason,
@@ -54,7 +54,6 @@ export interface DriverObserver {
 
 export interface DriverOptions {
   readonly me: number;
-  readonly view: View;
   readonly core: ReplicaCore;
   readonly network: ReplicaNetwork;
   readonly storage: Storage;
@@ -74,12 +73,17 @@ export interface DriverOptions {
   /** Serves and fetches checkpoints: replica messages of state transfer go here instead of the core. */
   readonly stateTransfer?: { receive(from: number, message: StateTransferMessage): void };
   /** Takes the checkpoints the core schedules; called right after the instance's batch went to the host. */
-  readonly checkpointer?: { take(cid: number): Promise<unknown> };
+  readonly checkpointer?: { take(cid: number, views: readonly ViewEra[]): Promise<unknown> };
   /**
    * The core needs a checkpoint of instance minCid or later (Ready.stateTransfer). The callee fetches and
    * installs it, then calls core.installCheckpoint() (or core.stateTransferFailed()) and wake().
    */
   readonly onStateTransferNeeded?: (minCid: number) => void;
+  /**
+   * A decided reconfiguration changed the membership: called before any message of the new view leaves,
+   * so that links to new members exist (the transport, state transfer and status follow it here).
+   */
+  readonly onMembership?: (membership: Membership) => void;
 }
 
 export interface DriverStatus {
@@ -94,7 +98,9 @@ export interface DriverStatus {
 export class ReplicaDriver {
   private readonly options: DriverOptions;
   private readonly core: ReplicaCore;
-  private readonly others: readonly number[];
+  /** The other members of the view numbered othersOfView. */
+  private others: readonly number[] = [];
+  private othersOfView = -1;
   private readonly verifyingMax: number;
   private verifying = 0;
   private flushing = false;
@@ -115,7 +121,6 @@ export class ReplicaDriver {
   constructor(options: DriverOptions) {
     this.options = options;
     this.core = options.core;
-    this.others = options.view.members.filter((m) => m !== options.me);
     this.verifyingMax = options.verifyingMax ?? limits.verifyingMessagesMax;
     this.lastRegency = this.core.currentRegency;
   }
@@ -203,7 +208,7 @@ export class ReplicaDriver {
    * handed to the host before them. Over the host's read bound the client gets BUSY.
    */
   private executeUnordered(request: ClientRequest): void {
-    this.options.host.executeUnordered(request, this.options.view.number).then(
+    this.options.host.executeUnordered(request, this.core.view.number).then(
       (reply) => {
         this.options.observer?.executed?.('unordered', 1);
         this.sendReply(reply);
@@ -219,7 +224,7 @@ export class ReplicaDriver {
   }
 
   private cachedReply(clientId: string, seq: number): void {
-    this.options.host.cachedReply(clientId, seq, this.options.view.number).then(
+    this.options.host.cachedReply(clientId, seq, this.core.view.number).then(
       (reply) => {
         if (reply !== undefined) this.sendReply(reply);
       },
@@ -284,9 +289,11 @@ export class ReplicaDriver {
             const durable = this.options.storage.append(ready.persist);
             if (durable !== undefined) await durable;
           }
+          for (const delivery of ready.deliveries) if (delivery.membership !== undefined) this.options.onMembership?.(delivery.membership);
+          const others = this.otherMembers();
           for (const out of ready.messages) {
             const payload = encodeMessage(out.message);
-            if (out.to === 'others') for (const id of this.others) this.options.network.sendToReplica(id, payload);
+            if (out.to === 'others') for (const id of others) this.options.network.sendToReplica(id, payload);
             else this.options.network.sendToReplica(out.to, payload);
           }
           for (const delivery of ready.deliveries) {
@@ -296,7 +303,7 @@ export class ReplicaDriver {
             if (this.failed) return;
             this.startExecution(delivery);
             // Asked for now, before any later batch reaches the host: the snapshot is of this instance.
-            if (delivery.checkpoint === true) void this.options.checkpointer?.take(delivery.decision.cid);
+            if (delivery.checkpoint === true) void this.options.checkpointer?.take(delivery.decision.cid, delivery.views ?? []);
           }
           if (ready.stateTransfer !== null) this.options.onStateTransferNeeded?.(ready.stateTransfer.minCid);
           for (const notice of ready.notices) {
@@ -323,9 +330,19 @@ export class ReplicaDriver {
     }
   }
 
+  /** The other members of the core's current view (the messages of a Ready are all of that view). */
+  private otherMembers(): readonly number[] {
+    const view = this.core.view;
+    if (view.number !== this.othersOfView) {
+      this.others = view.members.filter((m) => m !== this.options.me);
+      this.othersOfView = view.number;
+    }
+    return this.others;
+  }
+
   /** Hands a decided batch to the host; its replies are sent when it completes, batches in order. */
   private startExecution(delivery: Delivery): void {
-    const execution = this.options.host.execute(delivery, this.options.view.number).then(
+    const execution = this.options.host.execute(delivery, this.core.view.number).then(
       (replies) => {
         this.options.observer?.executed?.('ordered', replies.length);
         for (const reply of replies) this.sendReply(reply);

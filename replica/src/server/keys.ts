@@ -13,12 +13,15 @@ import { BftError } from '../errors.ts';
 const publicKeysSchema = z.object({
   replicas: z.record(z.string().regex(/^(0|[1-9]\d{0,6})$/), z.string().base64()),
   clients: z.record(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/), z.string().base64()),
+  /** The View Manager's key, which signs reconfigurations (DESIGN §6); absent: none are accepted. */
+  viewManager: z.string().base64().optional(),
 });
 
 export interface SigningKeys {
   readonly privateKeyPem: string;
   readonly replicaPublicKeys: ReadonlyMap<number, Uint8Array>;
   readonly clientPublicKeys: ReadonlyMap<string, Uint8Array>;
+  readonly viewManagerPublicKey?: Uint8Array;
 }
 
 export interface LocalKeysOptions {
@@ -55,7 +58,7 @@ export async function generateLocalKeys(options: LocalKeysOptions): Promise<void
   await rename(`${file}.partial`, file);
 }
 
-export async function loadPublicKeys(dir: string): Promise<Pick<SigningKeys, 'replicaPublicKeys' | 'clientPublicKeys'>> {
+export async function loadPublicKeys(dir: string): Promise<Pick<SigningKeys, 'replicaPublicKeys' | 'clientPublicKeys' | 'viewManagerPublicKey'>> {
   const file = join(dir, 'signing', 'public-keys.json');
   let parsed: z.infer<typeof publicKeysSchema>;
   try {
@@ -67,6 +70,7 @@ export async function loadPublicKeys(dir: string): Promise<Pick<SigningKeys, 're
   return {
     replicaPublicKeys: new Map(Object.entries(parsed.replicas).map(([id, key]) => [Number(id), raw(key)])),
     clientPublicKeys: new Map(Object.entries(parsed.clients).map(([id, key]) => [id, raw(key)])),
+    ...(parsed.viewManager === undefined ? {} : { viewManagerPublicKey: raw(parsed.viewManager) }),
   };
 }
 

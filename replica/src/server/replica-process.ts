@@ -3,6 +3,7 @@
 
 import { availableParallelism } from 'node:os';
 import { Registry, collectDefaultMetrics } from 'prom-client';
+import type { Member, Membership } from '../core/reconfiguration.ts';
 import { ReplicaCore } from '../core/replica.ts';
 import { readTlsMaterial } from '../crypto/certificates.ts';
 import { ProcessCrypto } from '../crypto/process-crypto.ts';
@@ -31,6 +32,14 @@ import { type ReplicaConfig, coreConfigOf, viewOf } from './config.ts';
 import { loadSigningKeys } from './keys.ts';
 import { createLogger } from './logger.ts';
 import { QueueStage, ReplicaMetrics } from './metrics.ts';
+
+/** Where the members of `membership` listen, for the transport. */
+function endpointsOf(membership: Membership): Array<{ id: number; host: string; port: number }> {
+  return membership.view.members.map((id) => {
+    const member = membership.members.get(id) as Member;
+    return { id, host: member.host, port: member.port };
+  });
+}
 
 /** How often gauges (regency, queue depths, connections) are refreshed. */
 const gaugeRefreshMs = 1000;
@@ -107,10 +116,19 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
   collectDefaultMetrics({ register: registry, prefix: 'bftkube_' });
   // Several replicas often share a small machine (local clusters, benchmarks): one worker per two cores.
   const pool = new VerifyPool({ workers: Math.max(1, Math.floor(availableParallelism() / 2)) });
+  // The genesis members with their keys: part of the replicated state from the start (DESIGN §6).
+  const genesisMembers: Member[] = config.cluster.view.members.map((member) => {
+    const publicKey = keys.replicaPublicKeys.get(member.id);
+    if (publicKey === undefined) {
+      throw new BftError('BFT_ERR_KEYS_INVALID', `${config.keysDir}/signing/public-keys.json has no key for replica ${member.id} of the view; add it with "bftkube keys"`);
+    }
+    return { id: member.id, host: member.host, port: member.port, adminPort: member.adminPort, publicKey };
+  });
   const crypto = new ProcessCrypto({
     me,
     privateKeyPem: keys.privateKeyPem,
     replicaPublicKeys: keys.replicaPublicKeys,
+    ...(keys.viewManagerPublicKey === undefined ? {} : { viewManagerPublicKey: keys.viewManagerPublicKey }),
     // Client keys matter only when requests must be signed; without them no batch is decoded for signatures.
     ...(config.requireSignedRequests
       ? { clientPublicKey: (clientId: string) => keys.clientPublicKeys.get(clientIdentityOf(clientId)) }
@@ -119,9 +137,11 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
   });
   const checkpointStore = await CheckpointStore.open({ dir: join(config.dataDir, 'checkpoints'), chunkBytes: config.checkpoint.chunkBytes, logger });
   const host = await startServiceHost(config, logger);
+  // The core is built from what the checkpointer restores; until then checkpoints are of the configured view.
+  let coreRef: ReplicaCore | null = null;
   const checkpointer = new Checkpointer({
     me,
-    view,
+    viewNumber: () => coreRef?.view.number ?? view.number,
     store: checkpointStore,
     host,
     ...(storage instanceof WriteAheadLog ? { log: storage } : {}),
@@ -138,11 +158,12 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
   const amnesiaMarker = join(config.dataDir, amnesiaMarkerName);
   const amnesic = (config.joinsRunningCluster && base === null && restore.length === 0) || (await fileExists(amnesiaMarker));
   if (amnesic) await writeDurably(amnesiaMarker, 'this replica lost its disk; it votes again once past every instance it could have voted in\n');
-  const core = new ReplicaCore(coreConfigOf(config), crypto, {
+  const core = new ReplicaCore({ ...coreConfigOf(config), members: genesisMembers }, crypto, {
     ...(base === null ? {} : { base }),
     ...(restore.length > 0 ? { restore } : {}),
     ...(amnesic ? { amnesic } : {}),
   });
+  coreRef = core;
   const missedCheckpoints = new Set(core.restoredCheckpointCids.filter((cid) => cid > (base?.cid ?? -1)));
   // The worker decodes each batch again; here it is checked first so that a damaged log is reported as
   // such, and replay keeps the host's queue full without going past its bound.
@@ -153,12 +174,16 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
     const decoded = decodeBatch(record.decision.batch);
     if (!decoded.ok) throw new BftError('BFT_ERR_RESTORE_INVALID', `the logged decision for cid ${record.decision.cid} holds an invalid batch; move the data directory away and let the replica recover from its peers`);
     if (replaying.length >= limits.executeQueueBatchesMax) await replaying.shift();
-    const execution = host.execute({ decision: record.decision, requests: decoded.batch.requests }, view.number);
+    const answers = core.restoredReconfigurationResults(record.decision.cid);
+    const execution = host.execute(
+      { decision: record.decision, requests: decoded.batch.requests, ...(answers === undefined ? {} : { reconfigurationResults: answers }) },
+      core.view.number,
+    );
     // Awaited below; a failure is reported (and ends the process) through onFatal whichever fails first.
     execution.catch(() => undefined);
     replaying.push(execution);
     // A checkpoint the schedule wanted before the crash and that never reached the disk.
-    if (missedCheckpoints.has(record.decision.cid)) void checkpointer.take(record.decision.cid);
+    if (missedCheckpoints.has(record.decision.cid)) void checkpointer.take(record.decision.cid, core.restoredViewsAt(record.decision.cid));
     replayed++;
   }
   await Promise.all(replaying);
@@ -172,12 +197,12 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
 
   const stateTransfer = new StateTransfer({
     me,
-    view,
+    view: core.view,
     store: checkpointStore,
     send: (to, message) => transport.sendToReplica(to, encodeMessage(message)),
     sign: (payload) => crypto.sign(payload),
     verify: async (replica, payload, signature) => {
-      const publicKeyRaw = keys.replicaPublicKeys.get(replica);
+      const publicKeyRaw = crypto.replicaPublicKey(replica);
       if (publicKeyRaw === undefined) return false;
       const [valid] = await pool.verify([{ keyId: `r${replica}`, publicKeyRaw, payload, signature }]);
       return valid === true;
@@ -194,6 +219,7 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
         const manifest = await stateTransfer.fetch(minCid);
         const installed = await checkpointer.installFromStore(manifest);
         core.installCheckpoint(installed);
+        followMembership();
         // Decisions before the checkpoint are covered by it.
         if (storage instanceof WriteAheadLog) void storage.truncateBefore(installed.cid + 1).catch(() => undefined);
         const done = stateTransfer.status();
@@ -220,13 +246,25 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
     listenHost: config.listen.host,
     listenPort: config.listen.port,
     tls,
-    replicas: config.cluster.view.members.map((m) => ({ id: m.id, host: m.host, port: m.port })),
+    replicas: endpointsOf(core.status().membership),
     onFrame: (from, payload, connection) => driver?.receive(from, payload, connection),
     logger,
   });
+  // The membership the replica last acted on: links, state transfer and logs follow the core's.
+  let followedView = core.view.number;
+  const followMembership = (): void => {
+    const { membership, removedAtCid } = core.status();
+    if (membership.view.number === followedView) return;
+    followedView = membership.view.number;
+    transport.setReplicas(endpointsOf(membership));
+    stateTransfer.setView(membership.view);
+    logger.info({ view: membership.view.number, f: membership.view.f, members: membership.view.members }, 'view changed');
+    if (removedAtCid !== null) {
+      logger.warn({ view: membership.view.number, lastOrderedCid: removedAtCid }, 'removed from the view: this replica orders and answers nothing more; stop it');
+    }
+  };
   driver = new ReplicaDriver({
     me,
-    view,
     core,
     network: transport,
     storage,
@@ -234,6 +272,7 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
     stateTransfer,
     checkpointer,
     onStateTransferNeeded: runStateTransfer,
+    onMembership: followMembership,
     preparer: crypto,
     tickMs: config.tickMs,
     onFatal: (error) => {
@@ -255,9 +294,19 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
 
   const status = () => {
     const coreStatus = core.status();
+    const current = coreStatus.membership;
     return {
       id: me,
-      view: { number: view.number, mode: view.mode, f: view.f, members: view.members },
+      view: {
+        number: current.view.number,
+        mode: current.view.mode,
+        f: current.view.f,
+        members: current.view.members.map((id) => {
+          const member = current.members.get(id);
+          return { id, host: member?.host, port: member?.port, adminPort: member?.adminPort };
+        }),
+      },
+      removedAtCid: coreStatus.removedAtCid,
       regency: coreStatus.regency,
       leader: coreStatus.leader,
       synchronized: coreStatus.synchronized,
@@ -279,10 +328,11 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
   };
   const readiness = () => {
     const s = core.status();
+    if (s.removedAtCid !== null) return { ready: false, reason: `removed from view ${s.viewNumber} after cid ${s.removedAtCid}: stop this replica` };
     if (s.awaitingStateTransfer) return { ready: false, reason: `state transfer: ${stateTransfer.status().state}` };
     if (!s.synchronized) return { ready: false, reason: `synchronizing regency ${s.regency}` };
     if (s.lagInstances > readyLagInstancesMax) return { ready: false, reason: `catching up: ${s.lagInstances} instances behind` };
-    return { ready: true, reason: `member of view ${view.number}, regency ${s.regency}, last decided cid ${s.lastDecidedCid}` };
+    return { ready: true, reason: `member of view ${s.viewNumber}, regency ${s.regency}, last decided cid ${s.lastDecidedCid}` };
   };
   const admin = buildAdminServer({ status, readiness, registry, logger });
 

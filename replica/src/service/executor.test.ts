@@ -52,6 +52,17 @@ describe('executor', () => {
     expect(service.log).toEqual(['a1', 'b1', 'a2', 'a3']);
   });
 
+  it('answers reconfiguration requests with the results the core gave, and the service sees only the rest', () => {
+    const service = new CountingService();
+    const executor = new Executor(service, 2);
+    const batch = delivery(0, ['a', 1], ['vm', 1], ['b', 1]);
+    const replies = executor.execute({ ...batch, reconfigurationResults: new Map([[1, utf8.encode('view 1')]]) });
+    expect(replies.map((r) => `${r.clientId}:${text.decode(r.result)}`)).toEqual(['a:1', 'vm:view 1', 'b:2']);
+    expect(service.log).toEqual(['a1', 'b1']);
+    expect(text.decode(executor.cachedReply('vm', 1) as Uint8Array)).toBe('view 1');
+    expect(executor.lastExecuted('vm')).toBe(1);
+  });
+
   it('refuses to execute a request twice (the core must never deliver one)', () => {
     const executor = new Executor(new CountingService());
     executor.execute(delivery(0, ['a', 1]));

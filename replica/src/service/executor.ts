@@ -79,16 +79,24 @@ export class Executor {
     return null;
   }
 
-  /** Execute one decided batch. The core delivers each client's requests once, in sequence order. */
-  execute(delivery: Delivery): ExecutedReply[] {
+  /**
+   * Execute one decided batch. The core delivers each client's requests once, in sequence order. The
+   * replicas' own requests (reconfigurations) come with their results, which are recorded as replies like
+   * any other; the service executes the rest.
+   */
+  execute(delivery: Pick<Delivery, 'decision' | 'requests' | 'reconfigurationResults'>): ExecutedReply[] {
     const { decision, requests } = delivery;
     const problem = this.outOfOrder(requests);
     invariant(problem === null, `requests execute once, in sequence order: ${problem}`);
-    const results = this.service.executeOrdered(
-      requests.map((r) => ({ clientId: r.clientId, seq: r.seq, operation: r.operation })),
+    const answered = delivery.reconfigurationResults;
+    const forService = answered === undefined || answered.size === 0 ? requests : requests.filter((_, i) => !answered.has(i));
+    const serviceResults = this.service.executeOrdered(
+      forService.map((r) => ({ clientId: r.clientId, seq: r.seq, operation: r.operation })),
       { cid: decision.cid, regency: decision.regency },
     );
-    invariant(results.length === requests.length, 'the service returns one result per operation');
+    invariant(serviceResults.length === forService.length, 'the service returns one result per operation');
+    let next = 0;
+    const results = answered === undefined || answered.size === 0 ? serviceResults : requests.map((_, i) => answered.get(i) ?? (serviceResults[next++] as Bytes));
     const replies: ExecutedReply[] = [];
     requests.forEach((request, i) => {
       const result = results[i] as Bytes;

@@ -290,7 +290,16 @@ export type SnapshotPartName = 'service' | 'replies';
 
 /** Messages to the service worker (service-worker.ts). */
 export type HostRequest =
-  | { readonly kind: 'execute'; readonly id: number; readonly cid: number; readonly regency: number; readonly viewNumber: number; readonly batch: Uint8Array }
+  | {
+      readonly kind: 'execute';
+      readonly id: number;
+      readonly cid: number;
+      readonly regency: number;
+      readonly viewNumber: number;
+      readonly batch: Uint8Array;
+      /** Delivery.reconfigurationResults, as pairs (a Map would be cloned the same). */
+      readonly reconfigurationResults?: ReadonlyArray<readonly [number, Uint8Array]>;
+    }
   | { readonly kind: 'unordered'; readonly id: number; readonly viewNumber: number; readonly clientId: string; readonly seq: number; readonly operation: Uint8Array }
   | { readonly kind: 'cached'; readonly id: number; readonly viewNumber: number; readonly clientId: string; readonly seq: number }
   | { readonly kind: 'snapshot'; readonly id: number }
@@ -517,7 +526,18 @@ export class WorkerServiceHost implements ServiceHost {
     const id = this.nextId++;
     this.queuedBatches++;
     return this.call<readonly EncodedReply[]>(id, 'batch', delivery.requests.length, () =>
-      this.post({ kind: 'execute', id, cid: decision.cid, regency: decision.regency, viewNumber, batch }, [batch.buffer]),
+      this.post(
+        {
+          kind: 'execute',
+          id,
+          cid: decision.cid,
+          regency: decision.regency,
+          viewNumber,
+          batch,
+          ...(delivery.reconfigurationResults === undefined ? {} : { reconfigurationResults: [...delivery.reconfigurationResults] }),
+        },
+        [batch.buffer],
+      ),
     );
   }
 

@@ -205,7 +205,11 @@ function execute(request: Extract<HostRequest, { kind: 'execute' }>): void {
   }
   let replies;
   try {
-    replies = executor.execute({ decision: { cid: request.cid, regency: request.regency, batch: request.batch, votes: [] }, requests });
+    replies = executor.execute({
+      decision: { cid: request.cid, regency: request.regency, batch: request.batch, votes: [] },
+      requests,
+      ...(request.reconfigurationResults === undefined ? {} : { reconfigurationResults: new Map(request.reconfigurationResults) }),
+    });
   } catch (error) {
     fatal(new BftError('BFT_ERR_SERVICE_FAILED', `the service threw while executing cid ${request.cid}: ${error instanceof Error ? error.message : String(error)}`, { cause: error }));
   }

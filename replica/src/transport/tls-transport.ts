@@ -379,26 +379,42 @@ export class TlsReplicaTransport {
   // Every accepted TCP connection, handshaking or admitted, so that stop() closes them all at once.
   private readonly rawSockets = new Set<Socket>();
   private server: tls.Server | null = null;
+  private started = false;
   private stopping = false;
+  private readonly secureContext: tls.SecureContext;
 
   constructor(options: TlsReplicaTransportOptions) {
     this.options = options;
     this.frameBytesMax = Math.min(options.frameBytesMax ?? limits.messageBytesMax, limits.messageBytesMax);
-    const secureContext = secureContextOf(options.tls);
-    for (const endpoint of options.replicas) {
-      if (endpoint.id === options.me) continue;
-      this.links.set(
-        endpoint.id,
-        new OutboundLink({
-          endpoint,
-          secureContext,
-          counters: this.counters,
-          queuedBytesMax: limits.replicaLinkQueuedBytesMax,
-          frameBytesMax: this.frameBytesMax,
-          deliver: null,
-          logger: options.logger,
-        }),
-      );
+    this.secureContext = secureContextOf(options.tls);
+    this.setReplicas(options.replicas);
+  }
+
+  /**
+   * The replicas to send to, after a reconfiguration: links to new members are dialled, links to members
+   * that left are closed (with what was queued for them), and a member whose address changed is redialled.
+   */
+  setReplicas(replicas: readonly ReplicaEndpoint[]): void {
+    const wanted = new Map(replicas.filter((endpoint) => endpoint.id !== this.options.me).map((endpoint) => [endpoint.id, endpoint]));
+    for (const [id, link] of [...this.links]) {
+      const endpoint = wanted.get(id);
+      if (endpoint !== undefined && endpoint.host === link.endpoint.host && endpoint.port === link.endpoint.port) continue;
+      this.links.delete(id);
+      void link.stop();
+    }
+    for (const [id, endpoint] of wanted) {
+      if (this.links.has(id)) continue;
+      const link = new OutboundLink({
+        endpoint,
+        secureContext: this.secureContext,
+        counters: this.counters,
+        queuedBytesMax: limits.replicaLinkQueuedBytesMax,
+        frameBytesMax: this.frameBytesMax,
+        deliver: null,
+        logger: this.options.logger,
+      });
+      this.links.set(id, link);
+      if (this.started && !this.stopping) link.start();
     }
   }
 
@@ -457,6 +473,7 @@ export class TlsReplicaTransport {
       });
     });
     this.server = server;
+    this.started = true;
     for (const link of this.links.values()) link.start();
   }
 
@@ -596,25 +613,43 @@ export class TlsClientTransport implements ClientTransport {
   private readonly links = new Map<number, OutboundLink>();
   private handler: ((replicaId: number, payload: Uint8Array) => void) | null = null;
   private closing = false;
+  private readonly frameBytesMax: number;
+  private readonly secureContext: tls.SecureContext;
+  private readonly logger: Logger | undefined;
 
   constructor(options: TlsClientTransportOptions) {
-    const frameBytesMax = Math.min(options.frameBytesMax ?? limits.messageBytesMax, limits.messageBytesMax);
-    const secureContext = secureContextOf(options.tls);
-    for (const endpoint of options.replicas) {
+    this.frameBytesMax = Math.min(options.frameBytesMax ?? limits.messageBytesMax, limits.messageBytesMax);
+    this.secureContext = secureContextOf(options.tls);
+    this.logger = options.logger;
+    this.setReplicas(options.replicas);
+  }
+
+  /** After the client learned a new view: dial new members, close links to members that left. */
+  setReplicas(replicas: readonly ReplicaEndpoint[]): void {
+    if (this.closing) return;
+    const wanted = new Map(replicas.map((endpoint) => [endpoint.id, endpoint]));
+    for (const [id, link] of [...this.links]) {
+      const endpoint = wanted.get(id);
+      if (endpoint !== undefined && endpoint.host === link.endpoint.host && endpoint.port === link.endpoint.port) continue;
+      this.links.delete(id);
+      void link.stop();
+    }
+    for (const [id, endpoint] of wanted) {
+      if (this.links.has(id)) continue;
       const link = new OutboundLink({
         endpoint,
-        secureContext,
+        secureContext: this.secureContext,
         counters: this.counters,
         queuedBytesMax: limits.replicaLinkQueuedBytesMax,
-        frameBytesMax,
+        frameBytesMax: this.frameBytesMax,
         // The link verified that the server is replica-<endpoint.id>: that is who the frame is from.
         deliver: (payload) => {
           if (this.handler === null) this.counters.drop(TransportDropReason.NO_HANDLER);
           else this.handler(endpoint.id, payload);
         },
-        logger: options.logger,
+        logger: this.logger,
       });
-      this.links.set(endpoint.id, link);
+      this.links.set(id, link);
       link.start();
     }
   }
