@@ -38,8 +38,12 @@ const scriptedSendsMax = 10_000;
 class ScriptedReplicas implements ClientTransport {
   script: Script;
   readonly received: Received[] = [];
-  /** Anything the client sent that is not a valid REQUEST: must stay empty. */
+  /** Anything the client sent that is not a valid REQUEST or VIEW_REQUEST: must stay empty. */
   readonly malformed: string[] = [];
+  /** VIEW_REQUESTs, by replica asked. */
+  readonly viewRequests: number[] = [];
+  /** The endpoints the client moved to (setReplicas), newest last. */
+  readonly replicaSets: number[][] = [];
   closed = false;
   private handler: ((replicaId: number, payload: Uint8Array) => void) | null = null;
   private readonly startMs = Date.now();
@@ -51,6 +55,10 @@ class ScriptedReplicas implements ClientTransport {
 
   send(replicaId: number, payload: Uint8Array): void {
     const decoded = decodeMessage(payload);
+    if (decoded.ok && decoded.message.type === MessageType.VIEW_REQUEST) {
+      this.viewRequests.push(replicaId);
+      return;
+    }
     if (!decoded.ok || decoded.message.type !== MessageType.REQUEST) {
       this.malformed.push(decoded.ok ? `type ${decoded.message.type}` : decoded.detail);
       return;
@@ -74,6 +82,10 @@ class ScriptedReplicas implements ClientTransport {
 
   onMessage(handler: (replicaId: number, payload: Uint8Array) => void): void {
     this.handler = handler;
+  }
+
+  setReplicas(replicas: readonly { id: number }[]): void {
+    this.replicaSets.push(replicas.map((r) => r.id));
   }
 
   async close(): Promise<void> {
@@ -506,6 +518,34 @@ describe('newer views', () => {
     replicas.reply(9, 'alice', 1, 'x', 9); // a non-member does not vouch
     replicas.reply(3, 'alice', 1, 'x', 9);
     expect(views).toEqual([5, 9]);
+    // Each time, the client asked its members for the view.
+    expect(new Set(replicas.viewRequests)).toEqual(new Set([0, 1, 2, 3]));
+    await client.close();
+  });
+
+  it('moves to a view that f+1 members describe alike, and sends what is in flight to its new members', async () => {
+    const changed: number[] = [];
+    const replicas = new ScriptedReplicas(silent);
+    const client = makeClient(replicas, { onViewChanged: (view) => changed.push(view.number) });
+    const pending = client.invokeOrdered(bytes('x'));
+    await settle();
+    const member = (id: number) => ({ id, host: `replica-${id}.demo`, port: 7000, adminPort: 8000, publicKey: new Uint8Array(32).fill(id) });
+    const next = { number: 1, mode: 'bft' as const, f: 1, members: [1, 2, 3, 4].map(member) };
+    const liar = { ...next, members: [1, 2, 3, 9].map(member) };
+    replicas.reply(1, 'alice', 1, 'x', 1);
+    replicas.reply(2, 'alice', 1, 'x', 1);
+    replicas.deliver(0, { type: MessageType.VIEW_REPLY, clientId: 'alice', view: liar });
+    replicas.deliver(1, { type: MessageType.VIEW_REPLY, clientId: 'alice', view: next });
+    expect(changed).toEqual([]);
+    replicas.deliver(2, { type: MessageType.VIEW_REPLY, clientId: 'alice', view: next });
+    expect(changed).toEqual([1]);
+    expect(client.view).toEqual({ number: 1, mode: 'bft', f: 1, members: [1, 2, 3, 4] });
+    expect(replicas.replicaSets.at(-1)).toEqual([1, 2, 3, 4]);
+    // The request in flight went to the new member 4 at once; 1 and 2 had answered already and still count.
+    expect(replicas.received.filter((r) => r.replicaId === 4).map((r) => r.request.seq)).toEqual([1]);
+    replicas.reply(0, 'alice', 1, 'x', 1); // no longer a member
+    replicas.reply(4, 'alice', 1, 'x', 1);
+    expect(text.decode(await pending)).toBe('x');
     await client.close();
   });
 

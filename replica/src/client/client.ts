@@ -19,7 +19,8 @@ import { limits } from '../constants.ts';
 import { type ReplicaId, type View, ViewInfo } from '../core/view.ts';
 import { BftError } from '../errors.ts';
 import { decodeMessage, encodeMessage, requestSigningPayload } from '../protocol/codec.ts';
-import { type Busy, type Bytes, type ClientRequest, type Message, MessageType, type Reply } from '../protocol/messages.ts';
+import { type Busy, type Bytes, type ClientRequest, type Message, MessageType, type Reply, RequestKind, type ViewReply } from '../protocol/messages.ts';
+import { type ViewDescription, encodeReconfigurationResult } from '../protocol/reconfiguration.ts';
 import { DropReason } from '../protocol/reasons.ts';
 import { ReplyTally } from './replies.ts';
 import type { ClientTransport } from './transport.ts';
@@ -86,10 +87,12 @@ export interface BftClientOptions {
   readonly firstSeq?: number;
   /**
    * Called when f+1 members (1 in crash mode) report a view newer than the client's, so at least one
-   * correct replica moved on. The hook should fetch the new view and recreate the client with it.
-   * Called once per newer view number, with the highest number that many members vouch for.
+   * correct replica moved on; the client then asks its members for that view and moves to it by itself
+   * (see onViewChanged). Called once per newer view number, with the highest number that many vouch for.
    */
   readonly onNewerView?: (viewNumber: number) => void;
+  /** Called after the client moved to a newer view (its requests then go to that view's members). */
+  readonly onViewChanged?: (view: ViewDescription) => void;
 }
 
 export const clientDefaults = {
@@ -145,7 +148,8 @@ type Caller =
 interface Outstanding {
   readonly request: ClientRequest;
   readonly encoded: Bytes;
-  readonly tally: ReplyTally;
+  /** Replaced, restricted to the new members, when the client moves to a new view. */
+  tally: ReplyTally;
   /** Null once the caller stopped waiting (timeout, cancel): the request itself is still alive. */
   caller: Caller | null;
   sent: boolean;
@@ -170,11 +174,15 @@ interface ResolvedOptions {
 
 export class BftClient {
   readonly clientId: string;
-  private readonly viewInfo: ViewInfo;
+  private viewInfo: ViewInfo;
   private readonly transport: ClientTransport;
   private readonly signer: RequestSigner | null;
   private readonly options: ResolvedOptions;
   private readonly newerViewHook: ((viewNumber: number) => void) | null;
+  private readonly viewChangedHook: ((view: ViewDescription) => void) | null;
+  /** VIEW_REPLYs for views newer than ours, by replica: the encoded description, compared byte for byte. */
+  private readonly viewReplies = new Map<ReplicaId, { readonly key: string; readonly view: ViewDescription }>();
+  private lastViewRequestMs = -Infinity;
 
   private nextOrderedSeq: number;
   private nextUnorderedSeq = unorderedSeqFirst;
@@ -203,6 +211,7 @@ export class BftClient {
     this.transport = options.transport;
     this.signer = options.signer ?? null;
     this.newerViewHook = options.onNewerView ?? null;
+    this.viewChangedHook = options.onViewChanged ?? null;
     this.nextOrderedSeq = this.options.firstSeq;
     this.surfacedView = options.view.number;
     this.transport.onMessage((replicaId, payload, decoded) => this.receive(replicaId, payload, decoded));
@@ -218,10 +227,10 @@ export class BftClient {
    * when inFlightMax requests are outstanding and waitingMax more are waiting. On BFT_ERR_CLIENT_TIMEOUT
    * the request may still execute (see the top of this file).
    */
-  invokeOrdered(operation: Uint8Array): Promise<Uint8Array> {
+  invokeOrdered(operation: Uint8Array, options: { readonly kind?: typeof RequestKind.RECONFIGURATION } = {}): Promise<Uint8Array> {
     const { promise, resolve, reject } = Promise.withResolvers<Uint8Array>();
     try {
-      this.submitOrdered(operation, { kind: 'promise', resolve, reject });
+      this.submitOrdered(operation, { kind: 'promise', resolve, reject }, options.kind);
     } catch (error) {
       reject(error);
     }
@@ -313,7 +322,7 @@ export class BftClient {
   // ---------------------------------------------------------------------------------------------
   // Submitting.
 
-  private submitOrdered(operation: Uint8Array, caller: Caller): Outstanding {
+  private submitOrdered(operation: Uint8Array, caller: Caller, kind?: typeof RequestKind.RECONFIGURATION): Outstanding {
     this.checkAcceptsWork(operation);
     const admitNow = this.orderedInFlight.size < this.options.inFlightMax && this.waiting.length === 0;
     if (!admitNow && this.waiting.length >= this.options.waitingMax) {
@@ -326,7 +335,7 @@ export class BftClient {
     if (this.nextOrderedSeq >= unorderedSeqFirst) {
       throw new BftError('BFT_ERR_CLIENT_SEQ_EXHAUSTED', 'this clientId used every ordered seq; create a client with a fresh clientId');
     }
-    const entry = this.createEntry(this.nextOrderedSeq, true, operation, caller);
+    const entry = this.createEntry(this.nextOrderedSeq, true, operation, caller, kind);
     this.nextOrderedSeq++;
     entry.deadlineTimer = setTimeout(() => this.onOrderedDeadline(entry), this.options.orderedTimeoutMs);
     if (admitNow) this.startOrdered(entry);
@@ -362,10 +371,17 @@ export class BftClient {
   }
 
   /** Builds, signs and encodes a request; the seq counter moves only after this succeeded. */
-  private createEntry(seq: number, ordered: boolean, operation: Uint8Array, caller: Caller): Outstanding {
+  private createEntry(seq: number, ordered: boolean, operation: Uint8Array, caller: Caller, kind?: typeof RequestKind.RECONFIGURATION): Outstanding {
     // A copy, so that the caller may reuse its buffer at once (a waiting request is sent later, and an
     // unordered one is re-invoked ordered on fallback).
-    const unsigned: ClientRequest = { clientId: this.clientId, seq, ordered, operation: operation.slice(), signature: null };
+    const unsigned: ClientRequest = {
+      clientId: this.clientId,
+      seq,
+      ordered,
+      operation: operation.slice(),
+      signature: null,
+      ...(kind === undefined ? {} : { kind }),
+    };
     let request = unsigned;
     if (this.signer !== null) {
       const signature = this.signer.sign(requestSigningPayload(unsigned));
@@ -525,11 +541,12 @@ export class BftClient {
       if (!decoded.ok) return this.drop(decoded.reason as ClientDropReasonCode);
       message = decoded.message;
     }
-    if (message.type !== MessageType.REPLY && message.type !== MessageType.BUSY) {
+    if (message.type !== MessageType.REPLY && message.type !== MessageType.BUSY && message.type !== MessageType.VIEW_REPLY) {
       return this.drop(ClientDropReason.NOT_FOR_CLIENTS);
     }
     if (!this.viewInfo.isMember(replicaId)) return this.drop(ClientDropReason.NOT_MEMBER);
     if (message.clientId !== this.clientId) return this.drop(ClientDropReason.WRONG_CLIENT);
+    if (message.type === MessageType.VIEW_REPLY) return this.onViewReply(replicaId, message);
     if (message.type === MessageType.REPLY) this.noteReportedView(replicaId, message.view);
     const entry = message.seq >= unorderedSeqFirst ? this.unordered.get(message.seq) : this.orderedInFlight.get(message.seq);
     if (entry === undefined) return this.drop(ClientDropReason.NOT_OUTSTANDING);
@@ -571,6 +588,55 @@ export class BftClient {
     this.surfacedView = vouched;
     const hook = this.newerViewHook;
     if (hook !== null) callUser(() => hook(vouched));
+    this.requestView();
+  }
+
+  /** Ask every member for its current view; at most once per retransmission interval. */
+  private requestView(): void {
+    const now = performance.now();
+    if (this.closed || now - this.lastViewRequestMs < this.options.retransmitMs) return;
+    this.lastViewRequestMs = now;
+    const encoded = encodeMessage({ type: MessageType.VIEW_REQUEST, clientId: this.clientId });
+    for (const member of this.viewInfo.view.members) this.transport.send(member, encoded);
+  }
+
+  /**
+   * A member's current view. One member may lie; f+1 (crash mode: 1) members of our view describing the
+   * same newer view include a correct one, so the client moves to it.
+   */
+  private onViewReply(replicaId: ReplicaId, reply: ViewReply): void {
+    if (reply.view.number <= this.viewInfo.view.number) return;
+    // The description's bytes are its identity: two replicas vouch for the same view only if they agree on every member.
+    const key = Buffer.from(encodeReconfigurationResult({ accepted: true, view: reply.view })).toString('base64');
+    this.viewReplies.set(replicaId, { key, view: reply.view });
+    let agreeing = 0;
+    for (const vouched of this.viewReplies.values()) if (vouched.key === key) agreeing++;
+    if (agreeing < this.viewInfo.quorums.includesCorrect) {
+      // Not enough yet: members that answered with an older view may not have applied it yet; ask again later.
+      setTimeout(() => this.requestView(), this.options.retransmitMs).unref?.();
+      return;
+    }
+    this.moveToView(reply.view);
+  }
+
+  /**
+   * From now on requests go to `description`'s members with its quorums. Requests in flight are not
+   * lost: replies from members that stayed still count, and new members get a copy at once.
+   */
+  private moveToView(description: ViewDescription): void {
+    const view: View = { number: description.number, mode: description.mode, f: description.f, members: description.members.map((m) => m.id) };
+    this.viewInfo = new ViewInfo(view);
+    this.viewReplies.clear();
+    this.reportedViews.clear();
+    this.surfacedView = Math.max(this.surfacedView, view.number);
+    this.transport.setReplicas?.(description.members.map((m) => ({ id: m.id, host: m.host, port: m.port })));
+    const members = new Set(view.members);
+    for (const entry of [...this.orderedInFlight.values(), ...this.unordered.values()]) {
+      entry.tally = entry.tally.restrictedTo(members);
+      if (entry.sent && !entry.finished) this.sendCopies(entry);
+    }
+    const hook = this.viewChangedHook;
+    if (hook !== null) callUser(() => hook(description));
   }
 }
 

@@ -28,11 +28,12 @@ export class ClientMux {
       return;
     }
     const decoded = decodeMessage(payload);
-    if (!decoded.ok || (decoded.message.type !== MessageType.REPLY && decoded.message.type !== MessageType.BUSY)) {
+    const type = decoded.ok ? decoded.message.type : null;
+    if (!decoded.ok || (type !== MessageType.REPLY && type !== MessageType.BUSY && type !== MessageType.VIEW_REPLY)) {
       this.unrouted++;
       return;
     }
-    const handler = this.sessions.get(decoded.message.clientId);
+    const handler = this.sessions.get((decoded.message as { readonly clientId: string }).clientId);
     if (handler === undefined) {
       this.unrouted++;
       return;
@@ -48,6 +49,8 @@ export class ClientMux {
       onMessage: (handler) => {
         this.sessions.set(clientId, handler);
       },
+      // Every session that moves to a new view asks for the same links; the shared transport keeps one each.
+      setReplicas: (replicas) => this.shared.setReplicas?.(replicas),
       close: async () => {
         this.sessions.delete(clientId);
       },

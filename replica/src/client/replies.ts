@@ -14,7 +14,8 @@ interface ResultGroup {
 }
 
 export class ReplyTally {
-  private readonly repliedReplicas = new Set<ReplicaId>();
+  /** Each replica's counted result. */
+  private readonly repliedReplicas = new Map<ReplicaId, Bytes>();
   /** Distinct results, at most one per replica (so at most n, which is ≤ limits.membersMax). */
   private readonly groups: ResultGroup[] = [];
   private best: ResultGroup | null = null;
@@ -31,7 +32,7 @@ export class ReplyTally {
   /** Counts the first reply of a replica; false (and nothing counted) for any later one. */
   add(replica: ReplicaId, result: Bytes): boolean {
     if (this.repliedReplicas.has(replica)) return false;
-    this.repliedReplicas.add(replica);
+    this.repliedReplicas.set(replica, result);
     // Results are compared byte for byte: n is small, and hashing a 1 MiB result would cost more than
     // comparing it with the few distinct results seen so far.
     let group = this.groups.find((g) => bytesEqual(g.result, result));
@@ -42,6 +43,13 @@ export class ReplyTally {
     group.count += 1;
     if (this.best === null || group.count > this.best.count) this.best = group;
     return true;
+  }
+
+  /** The same replies, counting only those of `members` (the client moved to a new view). */
+  restrictedTo(members: ReadonlySet<ReplicaId>): ReplyTally {
+    const tally = new ReplyTally();
+    for (const [replica, result] of this.repliedReplicas) if (members.has(replica)) tally.add(replica, result);
+    return tally;
   }
 
   /** The result at least `quorum` replicas sent, or null. */

@@ -283,6 +283,11 @@ export class ReplicaCore {
     return this.membership.view;
   }
 
+  /** The view that orders the open instance, with its members' addresses and keys. */
+  get currentMembership(): Membership {
+    return this.membership;
+  }
+
   status(): CoreStatus {
     return {
       me: this.me,

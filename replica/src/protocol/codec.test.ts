@@ -126,6 +126,12 @@ const samples = {
   REQUEST: { type: MessageType.REQUEST, request: request(8) },
   REPLY: { type: MessageType.REPLY, view: 1, clientId: 'client-1', seq: 8, result: bytesOf(40) },
   BUSY: { type: MessageType.BUSY, clientId: 'client-1', seq: 9, reason: BusyReason.CLIENT_IN_FLIGHT_FULL },
+  VIEW_REQUEST: { type: MessageType.VIEW_REQUEST, clientId: 'client-1/2' },
+  VIEW_REPLY: {
+    type: MessageType.VIEW_REPLY,
+    clientId: 'client-1/2',
+    view: { number: 3, mode: 'bft', f: 1, members: [0, 1, 2, 3].map((id) => ({ id, host: `replica-${id}.demo`, port: 7000, adminPort: 8000, publicKey: new Uint8Array(32).fill(id) })) },
+  },
 } satisfies Record<keyof typeof MessageType, Message>;
 const sampleEntries: [string, Message][] = Object.entries(samples);
 
@@ -263,7 +269,7 @@ describe('validateMessage', () => {
     expect(validateMessage(value)).toMatchObject({ ok: false, reason: DropReason.SCHEMA });
   });
 
-  it.each([undefined, null, 0, 16, 31, 35, 255, -1, 1.5, Number.NaN, '2', [2], { type: 2 }])(
+  it.each([undefined, null, 0, 16, 31, 37, 255, -1, 1.5, Number.NaN, '2', [2], { type: 2 }])(
     'refuses an unknown type: %s',
     (type) => {
       expect(validateMessage({ ...samples.WRITE, type })).toMatchObject({ ok: false, reason: DropReason.UNKNOWN_TYPE });

@@ -1,6 +1,8 @@
 // Wire messages. Type codes are fixed forever: a retired code is never reused (as in TigerBeetle's commands).
 // Every message from the network passes protocol/validate.ts before anything reads it.
 
+import type { ViewDescription } from './reconfiguration.ts';
+
 export type Bytes = Uint8Array;
 
 export const MessageType = {
@@ -22,6 +24,8 @@ export const MessageType = {
   REQUEST: 32,
   REPLY: 33,
   BUSY: 34,
+  VIEW_REQUEST: 35,
+  VIEW_REPLY: 36,
 } as const;
 
 export type MessageTypeCode = (typeof MessageType)[keyof typeof MessageType];
@@ -292,6 +296,30 @@ export function isStateTransferMessage(message: ReplicaMessage): message is Stat
   );
 }
 
-export type ClientMessage = RequestMessage | Reply | Busy;
+/** "Which view are you in?": a client that saw f+1 replies from a newer view asks its members. */
+export interface ViewRequest {
+  readonly type: typeof MessageType.VIEW_REQUEST;
+  /** The session asking; the answer goes to it. */
+  readonly clientId: string;
+}
+
+/** A replica's current view, with where its members listen and their keys. */
+export interface ViewReply {
+  readonly type: typeof MessageType.VIEW_REPLY;
+  readonly clientId: string;
+  readonly view: ViewDescription;
+}
+
+export type ClientMessage = RequestMessage | Reply | Busy | ViewRequest | ViewReply;
 
 export type Message = ReplicaMessage | ClientMessage;
+
+export function isClientMessage(message: Message): message is ClientMessage {
+  return (
+    message.type === MessageType.REQUEST ||
+    message.type === MessageType.REPLY ||
+    message.type === MessageType.BUSY ||
+    message.type === MessageType.VIEW_REQUEST ||
+    message.type === MessageType.VIEW_REPLY
+  );
+}

@@ -7,7 +7,8 @@ import { Packr } from 'msgpackr';
 import { z } from 'zod';
 import { limits } from '../constants.ts';
 import type { Bytes } from './messages.ts';
-import { plainMsgpackOptions, wireFormatProblem } from './codec.ts';
+import { wireFormatProblem } from './codec.ts';
+import { plainMsgpackOptions } from './msgpack-options.ts';
 
 /** Where a member listens (a DNS name or an address), and the key that checks its votes. */
 export interface Member {
@@ -92,16 +93,16 @@ const signedReconfigurationSchema = z.object({
   signature: bytes(1, limits.signatureBytesMax),
 });
 
+/** A view as replicas describe it to clients (VIEW_REPLY) and in reconfiguration results. */
+export const viewDescriptionSchema = z.object({
+  number: z.int().min(0),
+  mode: z.enum(['bft', 'crash']),
+  f: z.int().min(0),
+  members: z.array(memberSchema).min(1).max(limits.membersMax),
+});
+
 const resultSchema = z.union([
-  z.object({
-    accepted: z.literal(true),
-    view: z.object({
-      number: z.int().min(0),
-      mode: z.enum(['bft', 'crash']),
-      f: z.int().min(0),
-      members: z.array(memberSchema).min(1).max(limits.membersMax),
-    }),
-  }),
+  z.object({ accepted: z.literal(true), view: viewDescriptionSchema }),
   z.object({ accepted: z.literal(false), reason: z.string().max(limits.reconfigurationReasonLengthMax) }),
 ]);
 

@@ -11,6 +11,8 @@ import {
   type Accept,
   type Batch,
   type Busy,
+  type ViewReply,
+  type ViewRequest,
   BusyReason,
   type ClientRequest,
   type Collect,
@@ -41,6 +43,7 @@ import {
   type WrittenValue,
 } from './messages.ts';
 import { DropReason, type DropReasonCode } from './reasons.ts';
+import { viewDescriptionSchema } from './reconfiguration.ts';
 
 export interface Rejection {
   readonly ok: false;
@@ -277,6 +280,17 @@ export const busySchema = z.object({
   reason: z.enum(BusyReason),
 });
 
+export const viewRequestSchema = z.object({
+  type: z.literal(MessageType.VIEW_REQUEST),
+  clientId,
+});
+
+export const viewReplySchema = z.object({
+  type: z.literal(MessageType.VIEW_REPLY),
+  clientId,
+  view: viewDescriptionSchema,
+});
+
 // --- Schemas and types must not drift --------------------------------------------------------------
 // Each check fails `npm run typecheck` when a schema and its type in messages.ts disagree in either
 // direction: a field missing, added, or of another type. (Readonly is the only difference allowed.)
@@ -322,6 +336,8 @@ export type SchemasMatchTypes = [
   Expect<SameShape<typeof requestMessageSchema, RequestMessage>>,
   Expect<SameShape<typeof replySchema, Reply>>,
   Expect<SameShape<typeof busySchema, Busy>>,
+  Expect<SameShape<typeof viewRequestSchema, ViewRequest>>,
+  Expect<SameShape<typeof viewReplySchema, ViewReply>>,
 ];
 
 type MessageOfType<Code extends MessageTypeCode> = Extract<Message, { readonly type: Code }>;
@@ -346,6 +362,8 @@ const schemaByTypeCode: { readonly [Code in MessageTypeCode]: z.ZodType<MessageO
   [MessageType.REQUEST]: requestMessageSchema,
   [MessageType.REPLY]: replySchema,
   [MessageType.BUSY]: busySchema,
+  [MessageType.VIEW_REQUEST]: viewRequestSchema,
+  [MessageType.VIEW_REPLY]: viewReplySchema,
 };
 
 // A Map, not the object above: the type code is attacker-chosen and must not reach a property lookup.

@@ -237,6 +237,22 @@ describe('replica driver', () => {
     expect(connectionsOf('alice/b')).toEqual(new Set([2]));
   });
 
+  it('answers a client that asks for the view with the current members, and only for its own sessions', async () => {
+    const cluster = await startCluster();
+    cluster.send('alice', { type: MessageType.VIEW_REQUEST, clientId: 'alice/s1' });
+    cluster.send('mallory', { type: MessageType.VIEW_REQUEST, clientId: 'alice/s2' });
+    await until(() => cluster.replies.filter((r) => r.message.type === MessageType.VIEW_REPLY).length === 4);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const answers = cluster.replies.flatMap((r) => (r.message.type === MessageType.VIEW_REPLY ? [r.message] : []));
+    expect(answers).toHaveLength(4);
+    for (const answer of answers) {
+      expect(answer.clientId).toBe('alice/s1');
+      expect(answer.view).toMatchObject({ number: 0, f: 1 });
+      expect(answer.view.members.map((m) => m.id)).toEqual([0, 1, 2, 3]);
+    }
+    for (const driver of cluster.drivers.values()) expect(driver.status().droppedByReason.wrong_client).toBe(1);
+  });
+
   it('steps messages only after their signatures were prepared, whatever order preparation finishes in', async () => {
     const rng = new Rng(9);
     const cluster = await startCluster({

@@ -18,9 +18,11 @@ import {
   MessageType,
   type ReplicaMessage,
   type StateTransferMessage,
+  isClientMessage,
   isStateTransferMessage,
 } from '../protocol/messages.ts';
-import { clientIdentityOf } from '../protocol/client-id.ts';
+import { clientIdentityOf, requestBelongsTo } from '../protocol/client-id.ts';
+import { describeView } from '../core/reconfiguration.ts';
 import type { DropReasonCode } from '../protocol/reasons.ts';
 import { BftError } from '../errors.ts';
 import type { EncodedReply, ServiceHost } from '../service/service-host.ts';
@@ -162,8 +164,12 @@ export class ReplicaDriver {
     const decoded = decodeMessage(payload);
     if (!decoded.ok) return this.drop(decoded.reason);
     const message = decoded.message;
-    const fromClient = from.kind === 'client';
-    if (fromClient !== (message.type === MessageType.REQUEST)) return this.drop('wrong_sender_kind');
+    if (from.kind === 'client') {
+      if (message.type === MessageType.VIEW_REQUEST) return this.answerViewRequest(from.id, message.clientId, connection);
+      if (message.type !== MessageType.REQUEST) return this.drop('wrong_sender_kind');
+    } else if (isClientMessage(message)) {
+      return this.drop('wrong_sender_kind');
+    }
     if (connection !== undefined && message.type === MessageType.REQUEST && clientIdentityOf(message.request.clientId) === from.id) {
       this.routeSession(message.request.clientId, connection);
     }
@@ -221,6 +227,14 @@ export class ReplicaDriver {
         // Anything else means the host failed or closed; its onFatal (or stop) says so.
       },
     );
+  }
+
+  /** A client asks for the current view (it saw replies from a newer one): answered at once, no consensus. */
+  private answerViewRequest(identity: string, sessionId: string, connection: number | undefined): void {
+    if (!requestBelongsTo(sessionId, identity)) return this.drop('wrong_client');
+    if (connection !== undefined) this.routeSession(sessionId, connection);
+    const reply: Message = { type: MessageType.VIEW_REPLY, clientId: sessionId, view: describeView(this.core.currentMembership) };
+    this.sendToSession(sessionId, encodeMessage(reply));
   }
 
   private cachedReply(clientId: string, seq: number): void {

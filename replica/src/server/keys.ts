@@ -1,9 +1,10 @@
 // The key directory a replica reads: TLS material (crypto/certificates.ts) and Ed25519 signing keys.
-// Layout: ca.crt, replica-<id>.crt/.key, client-<id>.crt/.key (TLS); signing/replica-<id>.pem and
-// signing/client-<id>.pem (Ed25519, PKCS#8, mode 0600); signing/public-keys.json, which every replica
-// loads to check votes, collects, certificates and signed client requests.
+// Layout: ca.crt, replica-<id>.crt/.key, client-<id>.crt/.key (TLS); signing/replica-<id>.pem,
+// signing/client-<id>.pem and signing/view-manager.pem (Ed25519, PKCS#8, mode 0600); signing/public-keys.json,
+// which every replica loads to check votes, collects, certificates, signed client requests and the View
+// Manager's reconfigurations.
 
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { writeLocalKeyDirectory } from '../crypto/certificates.ts';
@@ -16,6 +17,8 @@ const publicKeysSchema = z.object({
   /** The View Manager's key, which signs reconfigurations (DESIGN §6); absent: none are accepted. */
   viewManager: z.string().base64().optional(),
 });
+
+const viewManagerKeyName = 'view-manager';
 
 export interface SigningKeys {
   readonly privateKeyPem: string;
@@ -37,25 +40,51 @@ async function writePrivate(path: string, content: string): Promise<void> {
   await rename(partial, path);
 }
 
-/** Everything a local cluster needs: a CA and certificates, and Ed25519 keys for replicas and clients. */
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Everything a local cluster needs: a CA and certificates, Ed25519 keys for replicas and clients, and the
+ * View Manager's key (signing/view-manager.pem), which signs reconfigurations. Run again on the same
+ * directory, it keeps the CA, every key it already holds and the View Manager's, and adds what is new:
+ * that is how a replica is added to a local cluster.
+ */
 export async function generateLocalKeys(options: LocalKeysOptions): Promise<void> {
   await writeLocalKeyDirectory({ ...options, replicas: [...options.replicas], clients: [...options.clients] });
   const signingDir = join(options.dir, 'signing');
   await mkdir(signingDir, { recursive: true, mode: 0o700 });
-  const publicKeys = { replicas: {} as Record<string, string>, clients: {} as Record<string, string> };
-  for (const replica of options.replicas) {
-    const pair = generateSigningKeyPair();
-    await writePrivate(join(signingDir, `replica-${replica.id}.pem`), pair.privateKeyPem);
-    publicKeys.replicas[String(replica.id)] = Buffer.from(pair.publicKeyRaw).toString('base64');
-  }
-  for (const client of options.clients) {
-    const pair = generateSigningKeyPair();
-    await writePrivate(join(signingDir, `client-${client}.pem`), pair.privateKeyPem);
-    publicKeys.clients[client] = Buffer.from(pair.publicKeyRaw).toString('base64');
-  }
   const file = join(signingDir, 'public-keys.json');
+  const publicKeys: { replicas: Record<string, string>; clients: Record<string, string>; viewManager?: string } = (await exists(file))
+    ? publicKeysSchema.parse(JSON.parse(await readFile(file, 'utf8')))
+    : { replicas: {}, clients: {} };
+  const ensure = async (name: string, known: string | undefined): Promise<string> => {
+    const path = join(signingDir, `${name}.pem`);
+    if (known !== undefined && (await exists(path))) return known;
+    const pair = generateSigningKeyPair();
+    await writePrivate(path, pair.privateKeyPem);
+    return Buffer.from(pair.publicKeyRaw).toString('base64');
+  };
+  for (const replica of options.replicas) publicKeys.replicas[String(replica.id)] = await ensure(`replica-${replica.id}`, publicKeys.replicas[String(replica.id)]);
+  for (const client of options.clients) publicKeys.clients[client] = await ensure(`client-${client}`, publicKeys.clients[client]);
+  publicKeys.viewManager = await ensure(viewManagerKeyName, publicKeys.viewManager);
   await writeFile(`${file}.partial`, `${JSON.stringify(publicKeys, null, 2)}\n`);
   await rename(`${file}.partial`, file);
+}
+
+/** The View Manager's private key in a key directory (PKCS#8 PEM): only its holder may reconfigure. */
+export async function loadViewManagerKey(dir: string): Promise<string> {
+  const file = join(dir, 'signing', `${viewManagerKeyName}.pem`);
+  try {
+    return await readFile(file, 'utf8');
+  } catch (cause) {
+    throw new BftError('BFT_ERR_KEYS_INVALID', `${file} cannot be read; only the View Manager's key directory holds it ("bftkube keys" creates it)`, { cause });
+  }
 }
 
 export async function loadPublicKeys(dir: string): Promise<Pick<SigningKeys, 'replicaPublicKeys' | 'clientPublicKeys' | 'viewManagerPublicKey'>> {

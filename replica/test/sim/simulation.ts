@@ -19,6 +19,7 @@ import {
   MessageType,
   type Message,
   type ReplicaMessage,
+  isClientMessage,
   isStateTransferMessage,
 } from '../../src/protocol/messages.ts';
 import { encodeViewPart } from '../../src/runtime/checkpointer.ts';
@@ -751,7 +752,7 @@ export class Simulation {
       const message = decoded.message;
       if (message.type === MessageType.REQUEST) {
         if (typeof from === 'string') core.receiveRequest(from, message.request);
-      } else if (typeof from === 'number' && message.type !== MessageType.REPLY && message.type !== MessageType.BUSY) {
+      } else if (typeof from === 'number' && !isClientMessage(message)) {
         if (!node.correct) node.remember(message);
         // State-transfer messages are the state-transfer module's, as the driver routes them.
         if (isStateTransferMessage(message)) node.transfer?.receive(from, message);
