@@ -98,6 +98,8 @@ export const limits = {
    * one. Past it the identity's oldest connection is closed, as is one a restarted client left behind.
    */
   clientConnectionsPerIdentityMax: 64,
+  /** A link to a replica that left the view stays usable this long, so that what is owed to it gets out. */
+  retiredLinkGraceMs: 5_000,
   /**
    * service.thread auto: cores from which the service gets a worker thread of its own. Below, a replica's
    * main thread, the verification pool and its peers already contend for every core.

@@ -20,6 +20,9 @@ export const errorCodes = {
   BFT_ERR_CLIENT_CANCELLED: 'the caller cancelled its wait for a request',
   BFT_ERR_CLIENT_OPERATION_TOO_LARGE: 'a client operation is larger than the replicas accept',
   BFT_ERR_CLIENT_SEQ_EXHAUSTED: 'a client id ran out of sequence numbers',
+  BFT_ERR_PROTOCOL: 'a peer answered with something the protocol does not allow; it may be faulty',
+  BFT_ERR_RECONFIGURATION_REFUSED:
+    'the replicas refused a reconfiguration (the reason says why: a stale fromView, a reused id, an f the new size cannot tolerate); fix the request and submit it again',
   BFT_ERR_WAL_CORRUPT:
     'the write-ahead log is damaged before its tail; move the data directory away and let the replica recover by state transfer',
   BFT_ERR_WAL_IO: 'the write-ahead log could not read, write or sync its files; check the disk, then restart the replica',

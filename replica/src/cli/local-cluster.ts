@@ -10,9 +10,12 @@ import type { FaultMode } from '../core/quorum.ts';
 import { maxFaults } from '../core/quorum.ts';
 import type { ReplicaEndpoint } from '../client/transport.ts';
 import { BftError } from '../errors.ts';
-import { generateLocalKeys } from '../server/keys.ts';
+import type { Member } from '../protocol/reconfiguration.ts';
+import { generateLocalKeys, loadPublicKeys } from '../server/keys.ts';
 
 const mainScript = fileURLToPath(new URL('./main.ts', import.meta.url));
+/** The client certificate a local cluster issues for its View Manager (bftkube view, tests). */
+export const viewManagerClientName = 'admin';
 const replicaPort = 11000;
 const adminPort = 12000;
 /** How long a replica may take from spawn to /readyz answering 200. */
@@ -54,19 +57,26 @@ export class LocalCluster {
   constructor(options: LocalClusterOptions) {
     this.options = options;
     this.keysDir = join(options.dir, 'keys');
-    const subnet = options.subnet ?? 0;
-    this.replicas = Array.from({ length: options.replicas }, (_, id) => {
-      const host = `127.0.${subnet}.${10 + id}`;
-      return {
-        id,
-        host,
-        port: replicaPort,
-        adminUrl: `http://${host}:${adminPort}`,
-        configFile: join(options.dir, `replica-${id}.json`),
-        logFile: join(options.dir, `replica-${id}.log`),
-        process: null,
-      };
-    });
+    this.replicas = Array.from({ length: options.replicas }, (_, id) => this.describe(id));
+  }
+
+  /** Replica `id` of this folder: its address (127.0.<subnet>.<10 + id>) and files. */
+  private describe(id: number): LocalReplica {
+    const host = `127.0.${this.options.subnet ?? 0}.${10 + id}`;
+    return {
+      id,
+      host,
+      port: replicaPort,
+      adminUrl: `http://${host}:${adminPort}`,
+      configFile: join(this.options.dir, `replica-${id}.json`),
+      logFile: join(this.options.dir, `replica-${id}.log`),
+      process: null,
+    };
+  }
+
+  /** The client certificates made: the options' clients, and `admin` for the View Manager. */
+  private get clientNames(): string[] {
+    return [...new Set([...this.options.clients, viewManagerClientName])];
   }
 
   get endpoints(): ReplicaEndpoint[] {
@@ -86,31 +96,73 @@ export class LocalCluster {
       dir: this.keysDir,
       clusterName: 'local',
       replicas: this.replicas.map((r) => ({ id: r.id, dnsNames: ['localhost'], ipAddresses: [r.host] })),
-      clients: this.options.clients,
+      clients: this.clientNames,
     });
-    for (const replica of this.replicas) {
-      const config = {
-        replicaId: replica.id,
-        cluster: {
-          name: 'local',
-          view: {
-            number: 0,
-            mode: this.options.mode,
-            members: this.replicas.map((r) => ({ id: r.id, host: r.host, port: r.port, adminPort })),
-          },
-        },
-        listen: { host: replica.host, port: replica.port, adminHost: replica.host, adminPort },
-        keysDir: this.keysDir,
-        dataDir: this.dataDir(replica.id),
-        durability: this.options.durability ?? 'fsync',
-        requireSignedRequests: this.options.requireSignedRequests ?? false,
-        logLevel: this.options.logLevel ?? 'info',
-        ...(this.options.batch ? { batch: this.options.batch } : {}),
-        ...(this.options.service ? { service: this.options.service } : {}),
-        ...this.options.configOverrides,
-      };
-      await writeFile(replica.configFile, `${JSON.stringify(config, null, 2)}\n`);
+    const genesis = {
+      number: 0,
+      mode: this.options.mode,
+      members: this.replicas.map((r) => ({ id: r.id, host: r.host, port: r.port, adminPort })),
+    };
+    for (const replica of this.replicas) await this.writeConfig(replica, genesis, false);
+  }
+
+  private async writeConfig(
+    replica: LocalReplica,
+    view: { readonly number: number; readonly mode: FaultMode; readonly f?: number; readonly members: readonly { id: number; host: string; port: number; adminPort: number }[] },
+    joinsRunningCluster: boolean,
+  ): Promise<void> {
+    const config = {
+      replicaId: replica.id,
+      cluster: { name: 'local', view },
+      listen: { host: replica.host, port: replica.port, adminHost: replica.host, adminPort },
+      keysDir: this.keysDir,
+      dataDir: this.dataDir(replica.id),
+      durability: this.options.durability ?? 'fsync',
+      requireSignedRequests: this.options.requireSignedRequests ?? false,
+      logLevel: this.options.logLevel ?? 'info',
+      ...(joinsRunningCluster ? { joinsRunningCluster: true } : {}),
+      ...(this.options.batch ? { batch: this.options.batch } : {}),
+      ...(this.options.service ? { service: this.options.service } : {}),
+      ...this.options.configOverrides,
+    };
+    await writeFile(replica.configFile, `${JSON.stringify(config, null, 2)}\n`);
+  }
+
+  /** Where a replica with this id would listen in this folder: what a reconfiguration adding it names. */
+  endpointFor(id: number): { id: number; host: string; port: number; adminPort: number } {
+    const replica = this.replicas.find((r) => r.id === id) ?? this.describe(id);
+    return { id, host: replica.host, port: replica.port, adminPort };
+  }
+
+  /**
+   * Keys for a replica that a reconfiguration is to add (a certificate from the cluster's CA, an Ed25519
+   * key), and the member description the reconfiguration names it with.
+   */
+  async createReplicaKeys(id: number): Promise<Member> {
+    const endpoint = this.endpointFor(id);
+    await generateLocalKeys({ dir: this.keysDir, clusterName: 'local', replicas: [{ id, dnsNames: ['localhost'], ipAddresses: [endpoint.host] }], clients: [] });
+    const publicKey = (await loadPublicKeys(this.keysDir)).replicaPublicKeys.get(id);
+    if (publicKey === undefined) throw new BftError('BFT_ERR_KEYS_INVALID', `no public key was made for replica ${id}`);
+    return { ...endpoint, publicKey };
+  }
+
+  /**
+   * Readies a replica that a reconfiguration added (keys from createReplicaKeys): a configuration that
+   * starts it in `view` (which lists it) with an empty disk, to catch up by state transfer. Start it with
+   * start(id).
+   */
+  async addReplica(id: number, view: { readonly number: number; readonly mode: FaultMode; readonly f: number; readonly members: readonly { id: number; host: string; port: number; adminPort: number }[] }): Promise<LocalReplica> {
+    if (!view.members.some((member) => member.id === id)) {
+      throw new BftError('BFT_ERR_CONFIG_INVALID', `view ${view.number} does not list replica ${id}; add it with a reconfiguration first`);
     }
+    let replica = this.replicas.find((r) => r.id === id);
+    if (replica === undefined) {
+      replica = this.describe(id);
+      this.replicas.push(replica);
+    }
+    await rm(this.dataDir(id), { recursive: true, force: true });
+    await this.writeConfig(replica, { number: view.number, mode: view.mode, f: view.f, members: view.members.map((m) => ({ id: m.id, host: m.host, port: m.port, adminPort: m.adminPort })) }, true);
+    return replica;
   }
 
   /**
@@ -145,7 +197,7 @@ export class LocalCluster {
   }
 
   replica(id: number): LocalReplica {
-    const replica = this.replicas[id];
+    const replica = this.replicas.find((r) => r.id === id);
     if (replica === undefined) throw new BftError('BFT_ERR_CONFIG_INVALID', `no replica ${id} in this local cluster`);
     return replica;
   }
@@ -178,7 +230,7 @@ export class LocalCluster {
   }
 
   dataDir(id: number): string {
-    return join(this.options.dir, `data-${this.replica(id).id}`);
+    return join(this.options.dir, `data-${id}`);
   }
 
   /** Lose a stopped replica's disk: its log, checkpoints and lock. */

@@ -559,6 +559,21 @@ describe('newer views', () => {
   });
 });
 
+describe('a view with fewer members', () => {
+  it('completes a request whose replies already make a quorum of the new view', async () => {
+    const replicas = new ScriptedReplicas(silent);
+    const client = makeClient(replicas, { view: { number: 0, mode: 'bft', f: 2, members: [0, 1, 2, 3, 4, 5, 6] } });
+    const pending = client.invokeOrdered(bytes('x'));
+    await settle();
+    // Four replies: short of the 5 that 7 replicas need, but 3 are enough among 4.
+    for (const id of [3, 4, 5, 6]) replicas.reply(id, 'alice', 1, 'x', 1);
+    const member = (id: number) => ({ id, host: `replica-${id}.demo`, port: 7000, adminPort: 8000, publicKey: new Uint8Array(32).fill(id) });
+    client.useView({ number: 1, mode: 'bft', f: 1, members: [3, 4, 5, 6].map(member) });
+    expect(text.decode(await settled(pending))).toBe('x');
+    await client.close();
+  });
+});
+
 describe('invokeAsync', () => {
   it('hands over every first reply as it comes and resolves done at the ordered quorum', async () => {
     const replicas = new ScriptedReplicas(silent);

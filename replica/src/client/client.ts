@@ -566,6 +566,11 @@ export class BftClient {
     if (caller?.kind === 'async') callUser(() => caller.onReply(replicaId, reply.result));
     // The callback may have closed the client.
     if (entry.finished) return;
+    this.settle(entry);
+  }
+
+  /** Completes `entry` if its replies make a quorum of the current view, or falls back if a read cannot. */
+  private settle(entry: Outstanding): void {
     const { quorums, n } = this.viewInfo;
     const quorum = entry.request.ordered ? quorums.orderedReply : quorums.unorderedReply;
     const result = entry.tally.decided(quorum);
@@ -620,6 +625,14 @@ export class BftClient {
   }
 
   /**
+   * Move to a view the caller trusts: the verdict of a reconfiguration (which a quorum of the old view
+   * agreed on) names it. Views older than the client's are ignored.
+   */
+  useView(description: ViewDescription): void {
+    if (!this.closed && description.number > this.viewInfo.view.number) this.moveToView(description);
+  }
+
+  /**
    * From now on requests go to `description`'s members with its quorums. Requests in flight are not
    * lost: replies from members that stayed still count, and new members get a copy at once.
    */
@@ -633,7 +646,10 @@ export class BftClient {
     const members = new Set(view.members);
     for (const entry of [...this.orderedInFlight.values(), ...this.unordered.values()]) {
       entry.tally = entry.tally.restrictedTo(members);
-      if (entry.sent && !entry.finished) this.sendCopies(entry);
+      if (!entry.sent || entry.finished) continue;
+      // The replies already in may be a quorum of the new (smaller) view: then nothing more will come.
+      this.settle(entry);
+      if (!entry.finished) this.sendCopies(entry);
     }
     const hook = this.viewChangedHook;
     if (hook !== null) callUser(() => hook(description));

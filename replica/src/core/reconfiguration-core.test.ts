@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { LockstepCluster, request } from '../../test/sim/lockstep.ts';
 import type { Bytes, ClientRequest } from '../protocol/messages.ts';
-import { RequestKind } from '../protocol/messages.ts';
+import { MessageType, RequestKind } from '../protocol/messages.ts';
 import {
   type Reconfiguration,
   type ReconfigurationOperation,
@@ -102,6 +102,17 @@ describe('reconfiguration in the core', () => {
     for (const id of [1, 2, 3, 4]) expect(cluster.core(id).status().lastDecidedCid).toBe(1);
     // The removed replica orders nothing more.
     expect(cluster.core(0).status().lastDecidedCid).toBe(0);
+  });
+
+  it('a removed replica that missed the instance removing it learns it from the members that stay', () => {
+    const cluster = new LockstepCluster(5, 'bft');
+    const removal = reconfigurationRequest(cluster, 0, [remove(0)]);
+    cluster.submit(removal, [0, 1, 2, 3, 4]);
+    // Replica 0 (the leader) hears no ACCEPT: it cannot decide the instance itself.
+    cluster.run((e) => (e.to === 0 && e.message.type === MessageType.ACCEPT ? 'drop' : 'deliver'));
+    for (const id of [1, 2, 3, 4]) expect(cluster.core(id).status().viewNumber).toBe(1);
+    expect(cluster.core(0).status().removedAtCid).toBe(0);
+    expect(cluster.core(0).status().viewNumber).toBe(1);
   });
 
   it('a replica restarted from its log comes back in the view its log decided', () => {

@@ -175,6 +175,8 @@ export class ReplicaCore {
   private views: ViewEra[];
   /** Once a reconfiguration removed this replica: the last instance it ordered. It votes no more. */
   private removedAtCid: number | null = null;
+  /** Replaying the log in the constructor: nothing is sent for what is replayed. */
+  private restoring = false;
   private readonly me: ReplicaId;
 
   private nowTick = 0;
@@ -265,6 +267,13 @@ export class ReplicaCore {
     if (options.base) this.applyBase(options.base);
     if (options.restore) this.restore(options.restore);
     if (options.amnesic === true) this.amnesiaFloor = Infinity;
+    // Started empty in a view that a reconfiguration made (a replica that joins, or lost its disk after a
+    // change): it does not know which instances older views ordered, so it cannot check their
+    // certificates. It starts from a checkpoint (every reconfiguration has one), which says.
+    if (options.base === undefined && this.lastDecidedCid < 0 && config.view.number > 0) {
+      this.views = [{ membership: this.membership, firstCid: Number.MAX_SAFE_INTEGER }];
+      this.needStateTransfer();
+    }
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -362,6 +371,8 @@ export class ReplicaCore {
       this.checkLeaderSilence();
     }
     this.maybeHeartbeat();
+    // A replica that must start from a checkpoint (see the constructor) keeps asking until it has one.
+    if (!this.awaitingStateTransfer && this.views[0]?.firstCid === Number.MAX_SAFE_INTEGER) this.needStateTransfer();
     this.maybeFixAmnesiaFloor();
     this.maybeFollowRegency();
     if (this.nowTick - this.lastRetransmitTick >= this.config.retransmitTicks) this.retransmit();
@@ -1003,6 +1014,16 @@ export class ReplicaCore {
    * are forgotten. A replica that is no longer a member stops voting for good.
    */
   private installMembership(next: Membership, firstCid: number): void {
+    const previous = this.membership;
+    // Members that leave hear no more of this view (heartbeats go to members only): give them the
+    // decision that removed them, so that one which had not decided it yet learns it and stops.
+    const removing = this.restoring ? undefined : this.retained.get(firstCid - 1);
+    if (removing !== undefined) {
+      for (const id of previous.view.members) {
+        if (id === this.me || next.view.members.includes(id)) continue;
+        this.messagesOut.push({ to: id, message: { type: MessageType.DECISION, view: previous.view.number, decision: removing } });
+      }
+    }
     this.membership = next;
     this.views.push({ membership: next, firstCid });
     if (this.views.length > limits.viewEraHistoryMax) this.views.shift();
@@ -1610,6 +1631,15 @@ export class ReplicaCore {
 
   /** Rebuild from persisted records: the replica comes back having said exactly what it said before. */
   private restore(records: readonly PersistRecord[]): void {
+    this.restoring = true;
+    try {
+      this.restoreRecords(records);
+    } finally {
+      this.restoring = false;
+    }
+  }
+
+  private restoreRecords(records: readonly PersistRecord[]): void {
     const votes: PersistRecord[] = [];
     for (const record of records) {
       switch (record.kind) {

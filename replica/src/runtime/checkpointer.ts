@@ -142,7 +142,8 @@ export class Checkpointer {
         const { store, me } = this.options;
         const manifest = await store.write(
           cid,
-          this.options.viewNumber(),
+          // The view as of the instance (not of the moment the write runs): every replica names the same.
+          views.at(-1)?.membership.view.number ?? this.options.viewNumber(),
           [
             { name: 'service', source: service },
             { name: 'replies', source: replies },

@@ -371,6 +371,8 @@ export class TlsReplicaTransport {
   private readonly frameBytesMax: number;
   private readonly counters = new TransportCounters();
   private readonly links = new Map<number, OutboundLink>();
+  /** Links to replicas that left the view, kept for limits.retiredLinkGraceMs. */
+  private readonly retiring = new Map<number, OutboundLink>();
   private readonly inboundReplicas = new Map<number, InboundConnection>();
   /** Client connections by number, and each client identity's connections, oldest first. */
   private readonly clientConnections = new Map<number, InboundConnection>();
@@ -400,7 +402,14 @@ export class TlsReplicaTransport {
       const endpoint = wanted.get(id);
       if (endpoint !== undefined && endpoint.host === link.endpoint.host && endpoint.port === link.endpoint.port) continue;
       this.links.delete(id);
-      void link.stop();
+      // Still usable for a moment, so that what the last instances owe a departing member (its last
+      // votes, the decision that removed it) reaches it; then closed.
+      this.retiring.set(id, link);
+      const timer = setTimeout(() => {
+        if (this.retiring.get(id) === link) this.retiring.delete(id);
+        void link.stop();
+      }, limits.retiredLinkGraceMs);
+      timer.unref();
     }
     for (const [id, endpoint] of wanted) {
       if (this.links.has(id)) continue;
@@ -487,12 +496,12 @@ export class TlsReplicaTransport {
     for (const connection of [...this.clientConnections.values(), ...this.inboundReplicas.values()]) connection.socket.destroy();
     for (const raw of this.rawSockets) raw.destroy();
     for (const connection of this.clientConnections.values()) connection.writer?.close();
-    await Promise.all([serverClosed, ...[...this.links.values()].map((link) => link.stop())]);
+    await Promise.all([serverClosed, ...[...this.links.values(), ...this.retiring.values()].map((link) => link.stop())]);
   }
 
   /** Queues a frame for a replica; dropped and counted when its queue is full or it is not configured. */
   sendToReplica(id: number, payload: Uint8Array): void {
-    const link = this.links.get(id);
+    const link = this.links.get(id) ?? this.retiring.get(id);
     if (link === undefined || this.stopping) {
       this.counters.drop(TransportDropReason.NO_CONNECTION);
       return;

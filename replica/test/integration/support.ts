@@ -6,6 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BftClient, type ClientTimeouts } from '../../src/client/client.ts';
+import type { View } from '../../src/core/view.ts';
 import { ClientMux } from '../../src/client/mux.ts';
 import { LocalCluster, type LocalClusterOptions } from '../../src/cli/local-cluster.ts';
 import { readTlsMaterial } from '../../src/crypto/certificates.ts';
@@ -134,10 +135,13 @@ export class KvClients {
   private readonly mux: ClientMux;
   private readonly clients: BftClient[] = [];
   private readonly cluster: LocalCluster;
+  /** The newest view any session moved to: new sessions start in it. */
+  private view: View;
 
   private constructor(cluster: LocalCluster, mux: ClientMux) {
     this.cluster = cluster;
     this.mux = mux;
+    this.view = cluster.view;
   }
 
   static async connect(cluster: LocalCluster): Promise<KvClients> {
@@ -149,8 +153,11 @@ export class KvClients {
     const clientId = `${clientName}/${session}`;
     const client = new BftClient({
       clientId,
-      view: this.cluster.view,
+      view: this.view,
       transport: this.mux.session(clientId),
+      onViewChanged: (view) => {
+        if (view.number > this.view.number) this.view = { number: view.number, mode: view.mode, f: view.f, members: view.members.map((m) => m.id) };
+      },
       ...(timeouts === undefined ? {} : { timeouts }),
     });
     this.clients.push(client);
