@@ -232,6 +232,7 @@ export class ReplicaCore {
   /** While restoring: the memberships at each checkpoint instance, and the replicas' own answers by instance. */
   private readonly restoredViews = new Map<number, readonly ViewEra[]>();
   private readonly restoredAnswers = new Map<number, ReadonlyMap<number, Bytes>>();
+  private readonly restoredMemberships = new Map<number, Membership>();
   /** Peers that said they no longer keep the decisions we asked for, for our open instance. */
   private readonly prunedBy = new Map<ReplicaId, number>();
   private awaitingStateTransfer = false;
@@ -417,6 +418,11 @@ export class ReplicaCore {
     return this.restoredAnswers.get(cid);
   }
 
+  /** The membership restored decision `cid` moved to (Delivery.membership), or undefined. */
+  restoredMembershipAfter(cid: number): Membership | undefined {
+    return this.restoredMemberships.get(cid);
+  }
+
   /**
    * The state transfer asked for by Ready.stateTransfer installed a checkpoint of `base.cid` into the
    * service: the replica continues after it, catching up on later decisions from its peers.
@@ -465,10 +471,15 @@ export class ReplicaCore {
     if (from === this.me) return this.drop(DropReason.NOT_MEMBER);
     if (message.view > this.view.number) {
       // From a replica that already applied a reconfiguration we have yet to decide: kept for when we
-      // have. A member's heartbeat is evidence, meanwhile, of how far the cluster got.
+      // have. A member's heartbeat is evidence, meanwhile, of how far the cluster got, and its answer
+      // that it no longer keeps the decisions we asked for holds whatever view it is in.
       if (message.type === MessageType.HEARTBEAT) {
         if (this.viewInfo.isMember(from)) this.notePeerAt(from, message.lastDecidedCid + 1);
         return;
+      }
+      if (message.type === MessageType.DECISIONS_PRUNED) {
+        if (!this.viewInfo.isMember(from)) return this.drop(DropReason.NOT_MEMBER);
+        return this.onDecisionsPruned(from, message);
       }
       return this.buffer(from, message);
     }
@@ -481,6 +492,12 @@ export class ReplicaCore {
     if (message.type === MessageType.DECISION && message.view < this.view.number) {
       if (!this.wasMember(from)) return this.drop(DropReason.NOT_MEMBER);
       return this.onDecision(from, message);
+    }
+    if (message.view < this.view.number && this.wasMember(from)) {
+      // A replica still in an older view, most likely stuck in it (a leader change that the members who
+      // moved on no longer take part in): the decision that ended its view lets it move on too.
+      this.helpOlderView(from, message.view);
+      return this.drop(DropReason.WRONG_VIEW);
     }
     if (!this.viewInfo.isMember(from)) return this.drop(DropReason.NOT_MEMBER);
     if (message.view !== this.view.number) return this.drop(DropReason.WRONG_VIEW);
@@ -517,6 +534,23 @@ export class ReplicaCore {
     const known = new Map<ReplicaId, Member>();
     for (const era of this.views) for (const [id, member] of era.membership.members) known.set(id, member);
     return known;
+  }
+
+  /** Send `to`, in view `viewNumber`, the decision of that view's last instance, if retained (rate-limited as catch-up is). */
+  private helpOlderView(to: ReplicaId, viewNumber: number): void {
+    const index = this.views.findIndex((era) => era.membership.view.number === viewNumber);
+    const next = this.views[index + 1];
+    if (index < 0 || next === undefined) return;
+    const decision = this.retained.get(next.firstCid - 1);
+    if (decision === undefined) return;
+    const served = this.catchUpServed.get(to);
+    if (served !== undefined && served.tick === this.nowTick) {
+      if (served.answers >= limits.catchUpAnswersPerTickMax) return;
+      served.answers++;
+    } else {
+      this.catchUpServed.set(to, { tick: this.nowTick, answers: 1 });
+    }
+    this.messagesOut.push({ to, message: { type: MessageType.DECISION, view: viewNumber, decision } });
   }
 
   /** Was `id` a member of a recent view (this one included)? */
@@ -1015,6 +1049,12 @@ export class ReplicaCore {
    */
   private installMembership(next: Membership, firstCid: number): void {
     const previous = this.membership;
+    // What this replica already said in the old view goes to the old view's members: "others" is resolved
+    // now, before it would mean the new members (who drop old-view messages) and miss those who leave.
+    if (this.messagesOut.some((out) => out.to === 'others')) {
+      const oldOthers = previous.view.members.filter((id) => id !== this.me);
+      this.messagesOut = this.messagesOut.flatMap((out) => (out.to === 'others' ? oldOthers.map((to) => ({ to, message: out.message })) : [out]));
+    }
     // Members that leave hear no more of this view (heartbeats go to members only): give them the
     // decision that removed them, so that one which had not decided it yet learns it and stops.
     const removing = this.restoring ? undefined : this.retained.get(firstCid - 1);
@@ -1040,7 +1080,9 @@ export class ReplicaCore {
     for (const peer of [...this.peerRegency.keys()]) if (!this.viewInfo.isMember(peer)) this.peerRegency.delete(peer);
     this.prunedBy.clear();
     this.lastLeaderContactTick = this.nowTick;
-    if (!this.viewInfo.isMember(this.me)) this.removedAtCid ??= firstCid - 1;
+    // Removed only if it was a member before: a replica that joins may stand, for a while, at a checkpoint
+    // of a view from before it was added, and catches up to the one that adds it.
+    if (!this.viewInfo.isMember(this.me) && previous.view.members.includes(this.me)) this.removedAtCid ??= firstCid - 1;
   }
 
   /** Stand at a checkpoint: decided up to its instance, with its clients' sequence numbers and membership. */
@@ -1051,6 +1093,10 @@ export class ReplicaCore {
       const current = eras[eras.length - 1] as ViewEra;
       this.views = eras.slice(0, -1);
       this.installMembership(current.membership, current.firstCid);
+      // The checkpoint says whether this replica was removed: it was a member of one of its views and is
+      // not of the last. Absent from all of them, it joins in a later view than the checkpoint's.
+      const wasMember = eras.some((era) => era.membership.view.members.includes(this.me));
+      this.removedAtCid = !this.viewInfo.isMember(this.me) && wasMember ? current.firstCid - 1 : null;
     }
     this.clients.clear();
     for (const [clientId, seq] of base.clientSeqs) this.clients.record(clientId, seq);
@@ -1174,7 +1220,7 @@ export class ReplicaCore {
    * disk and is not yet past what it forgot.
    */
   private mayVote(): boolean {
-    if (this.removedAtCid !== null) return false;
+    if (this.removedAtCid !== null || !this.viewInfo.isMember(this.me)) return false;
     if (this.amnesiaFloor === null) return true;
     if (this.instance.cid <= this.amnesiaFloor) return false;
     this.amnesiaFloor = null;
@@ -1658,6 +1704,7 @@ export class ReplicaCore {
             this.restoredViews.set(record.decision.cid, [...this.views]);
           }
           if (applied.reconfigurationResults.size > 0) this.restoredAnswers.set(record.decision.cid, applied.reconfigurationResults);
+          if (applied.membership !== null) this.restoredMemberships.set(record.decision.cid, applied.membership);
           break;
         }
         case 'regency':

@@ -18,7 +18,7 @@ import { type SimCheckpoint, buildCheckpoint } from './disk.ts';
 import type { Rng } from './prng.ts';
 
 /** Behaviours against consensus: drawn in every Byzantine run. */
-export const consensusBehaviourNames = ['silent', 'equivocate', 'replay', 'mutate', 'twins', 'bad-signatures'] as const;
+export const consensusBehaviourNames = ['silent', 'equivocate', 'replay', 'mutate', 'twins', 'bad-signatures', 'false-view'] as const;
 /** Behaviours against state transfer (honest in consensus): drawn too when runs have disk faults. */
 export const stateTransferBehaviourNames = ['bad-chunks', 'forged-manifest', 'phantom-offer'] as const;
 export const behaviourNames = [...consensusBehaviourNames, ...stateTransferBehaviourNames] as const;
@@ -242,6 +242,18 @@ const badSignatures: Behaviour = (context, _to, message) => {
   return [message];
 };
 
+/**
+ * Claims a view the cluster is not in: a share of its messages name a later view (which others must
+ * not act on before they decide it), and its heartbeats say it is in a later view and far ahead.
+ */
+const falseView: Behaviour = (context, _to, message) => {
+  if (message.type === MessageType.HEARTBEAT) {
+    return [{ ...message, view: message.view + context.rng.int(1, 3), lastDecidedCid: message.lastDecidedCid + context.rng.int(1, 60) }];
+  }
+  if (context.rng.chance(0.3)) return [{ ...message, view: message.view + context.rng.int(1, 3) }];
+  return [message];
+};
+
 /** Twins are two honest cores under one identity; the duplication happens in the simulation itself. */
 const honest: Behaviour = (_context, _to, message) => [message];
 
@@ -252,6 +264,7 @@ export const behaviours: Record<BehaviourName, Behaviour> = {
   mutate,
   twins: honest,
   'bad-signatures': badSignatures,
+  'false-view': falseView,
   'bad-chunks': badChunks,
   'forged-manifest': forgedManifest,
   'phantom-offer': phantomOffer,

@@ -1,5 +1,5 @@
 // npm run sim -- --seeds N [--first S] [--seed S] [--replicas 4,7] [--mode bft|crash] [--no-byzantine]
-//                [--behaviours silent,equivocate,...] [--broken-quorum] [--disk-faults] [--jobs J] [--trace]
+//                [--behaviours silent,equivocate,...] [--broken-quorum] [--disk-faults] [--reconfiguration] [--jobs J] [--trace]
 // Runs seeded simulations across worker threads and prints a JSON summary. A failing seed prints the
 // command that reproduces it and the end of its trace. Exit code 1 when any run found a violation.
 
@@ -23,6 +23,7 @@ interface RunReport {
   readonly decidedInstances: number;
   readonly leaderChanges: number;
   readonly disk: DiskFaultStats;
+  readonly reconfigurations: { readonly accepted: number; readonly refused: number; readonly views: number };
   readonly wallMs: number;
 }
 
@@ -37,6 +38,7 @@ function runJob(job: Job, report: (r: RunReport) => void): void {
       decidedInstances: result.decidedInstances,
       leaderChanges: result.leaderChanges,
       disk: result.disk,
+      reconfigurations: result.reconfigurations,
       wallMs: performance.now() - started,
     });
   }
@@ -61,6 +63,7 @@ async function main(): Promise<void> {
       behaviours: { type: 'string' },
       'broken-quorum': { type: 'boolean', default: false },
       'disk-faults': { type: 'boolean', default: false },
+      reconfiguration: { type: 'boolean', default: false },
       jobs: { type: 'string', default: String(availableParallelism()) },
       trace: { type: 'boolean', default: false },
     },
@@ -83,6 +86,7 @@ async function main(): Promise<void> {
         ...(behaviours ? { behaviours } : {}),
         ...(values['broken-quorum'] ? { brokenQuorum: true } : {}),
         ...(values['disk-faults'] ? { diskFaults: true } : {}),
+        ...(values.reconfiguration ? { reconfiguration: true } : {}),
       });
     }
   }
@@ -94,12 +98,16 @@ async function main(): Promise<void> {
   let instances = 0;
   let leaderChanges = 0;
   const disk: Record<string, number> = {};
+  const reconfigurations = { accepted: 0, refused: 0, views: 0 };
   let slowest = null as RunReport | null;
   const onReport = (r: RunReport): void => {
     done++;
     instances += r.decidedInstances;
     leaderChanges += r.leaderChanges;
     for (const [key, value] of Object.entries(r.disk)) disk[key] = (disk[key] ?? 0) + value;
+    reconfigurations.accepted += r.reconfigurations.accepted;
+    reconfigurations.refused += r.reconfigurations.refused;
+    reconfigurations.views += r.reconfigurations.views;
     if (slowest === null || r.wallMs > slowest.wallMs) slowest = r;
     if (r.violations.length > 0) {
       failures.push(r);
@@ -137,6 +145,7 @@ async function main(): Promise<void> {
     decidedInstances: instances,
     leaderChanges,
     ...(values['disk-faults'] ? { disk } : {}),
+    ...(values.reconfiguration ? { reconfiguration: true, reconfigurations } : {}),
     elapsedSeconds: Math.round((performance.now() - started) / 100) / 10,
     slowestRun: slowest === null ? null : { command: reproduceCommand(slowest.options), wallMs: Math.round(slowest.wallMs) },
     jobs,

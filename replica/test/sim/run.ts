@@ -15,7 +15,9 @@
 import { type FaultMode, maxFaults, quorumsFor } from '../../src/core/quorum.ts';
 import { type BehaviourName, behaviours, consensusBehaviourNames, behaviourNames } from './byzantine.ts';
 import { Rng } from './prng.ts';
-import { type ByzantineAssignment, type SimCheckpointConfig, Simulation, type SimulationResult } from './simulation.ts';
+import { type ByzantineAssignment, type ReconfigurationStep, type SimCheckpointConfig, Simulation, type SimulationResult } from './simulation.ts';
+import type { Membership } from '../../src/core/reconfiguration.ts';
+import { type Reconfiguration, type ReconfigurationOperation, reconfigurationSigningPayload } from '../../src/protocol/reconfiguration.ts';
 
 export interface SeedOptions {
   readonly seed: number;
@@ -29,6 +31,13 @@ export interface SeedOptions {
   readonly brokenQuorum?: boolean;
   /** Checkpoints, torn writes, flipped bits, wipes and state transfer (with Byzantine chunk servers). */
   readonly diskFaults?: boolean;
+  /**
+   * A View Manager adds and removes replicas during the safety phase, and sends requests that must be
+   * refused: signed by another key, for a stale view, or replayed.
+   */
+  readonly reconfiguration?: boolean;
+  /** Replicas accept any View Manager signature: only to prove the checkers catch it. */
+  readonly brokenViewManagerCheck?: boolean;
 }
 
 type DiskFaultKind = 'torn-write' | 'long-crash' | 'wipe' | 'flip-log' | 'flip-checkpoint';
@@ -43,7 +52,72 @@ export function reproduceCommand(options: SeedOptions): string {
   if (options.behaviours) parts.push(`--behaviours ${options.behaviours.join(',')}`);
   if (options.brokenQuorum) parts.push('--broken-quorum');
   if (options.diskFaults) parts.push('--disk-faults');
+  if (options.reconfiguration) parts.push('--reconfiguration');
   return parts.join(' ');
+}
+
+const simAddress = { port: 1, adminPort: 1 } as const;
+const simPublicKey = new Uint8Array(32);
+
+/**
+ * A request of the simulated View Manager, built against the newest view when its turn comes. Adds take
+ * the next spare id; removals take a Byzantine member first, else a correct one the fault budget allows
+ * to lose; f only ever grows, so the Byzantine replicas never exceed it.
+ */
+function reconfigurationStep(
+  kind: 'add' | 'remove' | 'forged' | 'stale' | 'replay',
+  genesisSize: number,
+  spares: number,
+  byzantineIds: readonly number[],
+  rng: Rng,
+  forge: (payload: Uint8Array) => Uint8Array,
+): ReconfigurationStep {
+  const nonce = () => Uint8Array.of(rng.int(0, 255), rng.int(0, 255), rng.int(0, 255));
+  /** A valid change of `current`, or null when none fits. */
+  const change = (current: Membership, want: 'add' | 'remove'): ReconfigurationOperation[] | null => {
+    const view = current.view;
+    if (want === 'add') {
+      const id = Math.max(current.highestIdEver + 1, genesisSize);
+      if (id >= genesisSize + spares) return null;
+      const operations: ReconfigurationOperation[] = [{ kind: 'add', id, host: `r${id}`, ...simAddress, publicKey: simPublicKey }];
+      const larger = maxFaults(view.members.length + 1, view.mode);
+      if (larger > view.f && rng.chance(0.4)) operations.push({ kind: 'set-f', f: larger });
+      return operations;
+    }
+    const byzantineMembers = view.members.filter((id) => byzantineIds.includes(id));
+    const canLoseCorrect = view.members.length - 1 >= (view.mode === 'bft' ? 3 * view.f + 1 : 2 * view.f + 1);
+    const candidates = byzantineMembers.length > 0 && canLoseCorrect ? byzantineMembers : canLoseCorrect ? view.members : [];
+    if (candidates.length === 0) return null;
+    return [{ kind: 'remove', id: rng.pick(candidates) }];
+  };
+  return {
+    label: kind,
+    build: (current, lastAccepted, sign) => {
+      const fromView = current.view.number;
+      switch (kind) {
+        case 'add':
+        case 'remove': {
+          const operations = change(current, kind);
+          return operations === null ? null : { signed: sign({ fromView, operations, epoch: 1, nonce: nonce() }), expect: 'accepted' };
+        }
+        case 'forged': {
+          const operations = change(current, 'add') ?? change(current, 'remove');
+          if (operations === null) return null;
+          const reconfiguration: Reconfiguration = { fromView, operations, epoch: 1, nonce: nonce() };
+          return { signed: { reconfiguration, signature: forge(reconfigurationSigningPayload(reconfiguration)) }, expect: 'refused' };
+        }
+        case 'stale': {
+          const operations = change(current, 'add') ?? change(current, 'remove');
+          if (operations === null) return null;
+          const stale = fromView > 0 && rng.chance(0.7) ? fromView - 1 : fromView + rng.int(1, 3);
+          return { signed: sign({ fromView: stale, operations, epoch: 1, nonce: nonce() }), expect: 'refused' };
+        }
+        case 'replay':
+          // The same signed request again: its view is gone, so it must change nothing.
+          return lastAccepted === null ? null : { signed: lastAccepted, expect: 'refused' };
+      }
+    },
+  };
 }
 
 export function runSeed(options: SeedOptions): SimulationResult {
@@ -66,6 +140,7 @@ export function runSeed(options: SeedOptions): SimulationResult {
     }
   }
   const quorums = quorumsFor(n, f, options.mode);
+  const spareReplicas = 3;
   let checkpoints: SimCheckpointConfig | undefined;
   if (diskFaults) {
     const periodInstances = diskPlan.int(4, 10);
@@ -83,6 +158,8 @@ export function runSeed(options: SeedOptions): SimulationResult {
     requestsPerClient: plan.int(4, 10) + (diskFaults ? diskPlan.int(0, 8) : 0),
     signedRequests: plan.chance(0.3),
     byzantine,
+    ...(options.reconfiguration ? { spareReplicas } : {}),
+    ...(options.brokenViewManagerCheck ? { brokenViewManagerCheck: true } : {}),
     ...(checkpoints ? { checkpoints, operationPadBytes: diskPlan.pick([0, 40, 200, 600]) } : {}),
     ...(options.brokenQuorum
       ? {
@@ -148,6 +225,18 @@ export function runSeed(options: SeedOptions): SimulationResult {
       sim.scheduler.at(back, () => (kind === 'wipe' ? sim.wipe(id) : sim.restart(id)));
     }
   }
+  if (options.reconfiguration) {
+    // A stream of its own, so that runs without reconfiguration draw exactly what they always drew.
+    const reconfigurationPlan = new Rng(options.seed >>> 0).fork('reconfiguration-plan');
+    const byzantineIds = byzantine.map((b) => b.id);
+    const steps = reconfigurationPlan.int(2, 6);
+    for (let i = 0; i < steps; i++) {
+      const kind = reconfigurationPlan.pick(['add', 'add', 'remove', 'forged', 'stale', 'replay'] as const);
+      const at = reconfigurationPlan.int(0, safetyPhaseMs - 400);
+      const step = reconfigurationStep(kind, n, spareReplicas, byzantineIds, reconfigurationPlan.fork(`step-${i}`), (payload) => sim.keys.signClient('mallory', payload));
+      sim.scheduler.at(at, () => sim.reconfigure(step));
+    }
+  }
   const partitions = plan.int(0, 2);
   for (let i = 0; i < partitions; i++) {
     const at = plan.int(0, safetyPhaseMs - 200);
@@ -168,7 +257,7 @@ export function runSeed(options: SeedOptions): SimulationResult {
     for (let id = 0; id < n; id++) sim.restart(id);
     sim.log(`faults stop; liveness phase (bound ${livenessBoundMs} ms; quorums accept=${quorums.accept})`);
   });
-  if (!diskFaults) {
+  if (!diskFaults && options.reconfiguration !== true) {
     sim.runUntil(safetyPhaseMs + livenessBoundMs, true);
     if (sim.violations.length === 0) sim.checkLiveness();
     if (sim.violations.length === 0) sim.checkFinalStates();

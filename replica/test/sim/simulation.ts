@@ -11,19 +11,30 @@ import type { Delivery, PersistRecord } from '../../src/core/ready.ts';
 import type { BftError } from '../../src/errors.ts';
 import { Executor } from '../../src/service/executor.ts';
 import type { OrderedOperation, Service } from '../../src/service/service.ts';
-import { type CheckpointBase, ReplicaCore } from '../../src/core/replica.ts';
+import { type CheckpointBase, ReplicaCore, type ViewEra } from '../../src/core/replica.ts';
 import type { View } from '../../src/core/view.ts';
 import { acceptSigningPayload, decodeBatch, decodeMessage, encodeMessage, requestSigningPayload } from '../../src/protocol/codec.ts';
 import {
   type ClientRequest,
+  type Decision,
   MessageType,
+  RequestKind,
   type Message,
   type ReplicaMessage,
   isClientMessage,
   isStateTransferMessage,
 } from '../../src/protocol/messages.ts';
-import { encodeViewPart } from '../../src/runtime/checkpointer.ts';
-import { genesisMembership } from '../../src/core/reconfiguration.ts';
+import { decodeViewPart, encodeViewPart } from '../../src/runtime/checkpointer.ts';
+import { type Membership, describeView, genesisMembership } from '../../src/core/reconfiguration.ts';
+import {
+  type Reconfiguration,
+  type SignedReconfiguration,
+  decodeReconfigurationResult,
+  encodeReconfigurationResult,
+  encodeSignedReconfiguration,
+  reconfigurationSigningPayload,
+} from '../../src/protocol/reconfiguration.ts';
+import { limits } from '../../src/constants.ts';
 import { type Behaviour, type ByzantineContext, historyMax } from './byzantine.ts';
 import { SimKeys } from './crypto.ts';
 import { type CheckpointPart, type SimCheckpoint, SimDisk, buildCheckpoint, concatBytes } from './disk.ts';
@@ -46,6 +57,10 @@ export interface Violation {
     | 'checkpoint-state'
     /** At the end, a correct replica's state is not the state of its last decided instance. */
     | 'state'
+    /** Two correct replicas disagree on the membership after an instance. */
+    | 'view-agreement'
+    /** A reconfiguration the View Manager did not sign, or for a stale view, was applied. */
+    | 'reconfiguration'
     | 'liveness';
   readonly atMs: number;
   readonly detail: string;
@@ -80,6 +95,13 @@ export interface SimulationOptions {
   readonly operatorWipeDelayMs?: number;
   /** Attesters a state transfer needs; only for the test that proves the checkers catch a broken rule. */
   readonly stateTransferQuorumOverride?: number;
+  /**
+   * Replicas a reconfiguration may add, with the ids after the genesis view's; they run once a decided
+   * reconfiguration lists them (as an operator starts them), and members it removes are stopped.
+   */
+  readonly spareReplicas?: number;
+  /** Replicas accept any View Manager signature: only for the test that proves the checkers catch it. */
+  readonly brokenViewManagerCheck?: boolean;
 }
 
 export interface SimCheckpointConfig {
@@ -116,6 +138,32 @@ function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.length).equals(b);
 }
 
+/** The View Manager's client id in the simulator. */
+const viewManagerClientId = 'vm';
+
+/** One request of the simulated View Manager: what it sends, given the newest view, and what must happen. */
+export interface ReconfigurationStep {
+  readonly label: string;
+  /** Built when its turn comes; null when nothing sensible can be asked of that view (skipped). */
+  build(current: Membership, lastAccepted: SignedReconfiguration | null, sign: (reconfiguration: Reconfiguration) => SignedReconfiguration): { signed: SignedReconfiguration; expect: 'accepted' | 'refused' } | null;
+}
+
+/** The memberships a checkpoint keeps: its last part. */
+function viewsOf(checkpoint: SimCheckpoint): ViewEra[] {
+  const viewPart = checkpoint.manifest.parts.at(-1);
+  if (viewPart?.name !== 'view') return [];
+  return decodeViewPart(checkpoint.bytes.subarray(checkpoint.bytes.length - viewPart.bytes));
+}
+
+/** A membership's identity: two are the same only if every member, address, key and f agree. */
+function membershipKey(membership: Membership): string {
+  const described = encodeReconfigurationResult({ accepted: true, view: describeView(membership) });
+  return `${Buffer.from(described).toString('base64')}/${membership.highestIdEver}`;
+}
+
+/** How long the simulated operator takes to start a replica a reconfiguration added, or stop one it removed. */
+const operatorReactionMs = { min: 20, max: 300 } as const;
+
 interface ReplicaState {
   readonly service: AppendLogService;
   readonly executor: Executor;
@@ -146,6 +194,10 @@ class SimReplica {
   incarnation = 0;
   readonly history: ReplicaMessage[] = [];
   readonly byzantine: ByzantineAssignment | undefined;
+  /** The view it is configured with: the genesis view, or for a replica a reconfiguration added, the view it joined. */
+  startView: View | null = null;
+  /** A spare that no reconfiguration has added yet, or a member one removed: the operator keeps it down. */
+  idle = false;
 
   constructor(id: number, byzantine: ByzantineAssignment | undefined, isTwin: boolean) {
     this.id = id;
@@ -217,6 +269,8 @@ export interface SimulationResult {
   readonly simulatedMs: number;
   readonly droppedByReason: Readonly<Record<string, number>>;
   readonly disk: DiskFaultStats;
+  /** The View Manager's requests applied and refused, and the views the run went through after genesis. */
+  readonly reconfigurations: { readonly accepted: number; readonly refused: number; readonly views: number };
 }
 
 /** What the disk and state-transfer side of a run did, for the summary. */
@@ -266,6 +320,15 @@ export class Simulation {
   private readonly diskRng: Rng;
   /** cid → digest key, from the first correct replica that decided it. */
   private readonly decided = new Map<number, string>();
+  /**
+   * The memberships in the order they took effect, each from the first correct replica that applied it,
+   * with the first instance it ordered: every correct replica must apply the same ones at the same place.
+   */
+  private readonly eras: Array<{ readonly era: ViewEra; readonly key: string; readonly quorums: Quorums }> = [];
+  /** Instances after which a correct replica kept its view. */
+  private readonly unchangedAfter = new Set<number>();
+  /** The View Manager's requests: what it expects of each (by clientId/seq), to check the verdicts. */
+  private readonly reconfigurations = new Map<string, { readonly expect: 'accepted' | 'refused' | 'either'; readonly label: string }>();
   /** cid → that decision with its requests: what correct replicas executed, to rebuild their state at any instance. */
   private readonly decidedDeliveries = new Map<number, Delivery>();
   /** cid → the state bytes (checkpoint parts) correct replicas have after executing it. */
@@ -278,6 +341,14 @@ export class Simulation {
   /** Position in the replicated log → the request a client was told was executed there. */
   private readonly answeredPositions = new Map<string, string>();
   private readonly codecDrops: Record<string, number> = {};
+  /** The View Manager's requests, one at a time in order; each built when its turn comes. */
+  private readonly viewManagerQueue: ReconfigurationStep[] = [];
+  private viewManagerBusy = false;
+  private readonly viewManager = new SimClient(viewManagerClientId);
+  /** The last request the View Manager had accepted, for replaying it. */
+  private lastAccepted: SignedReconfiguration | null = null;
+  private reconfigurationVerdicts = { accepted: 0, refused: 0 };
+  private readonly pendingSigned = new Map<number, SignedReconfiguration>();
 
   constructor(options: SimulationOptions) {
     this.options = options;
@@ -293,12 +364,19 @@ export class Simulation {
     this.network = new SimNetwork<Address>(this.rng.fork('network'), this.scheduler, (from, to, bytes) =>
       this.deliver(from, to, bytes),
     );
+    const genesis = genesisMembership(this.view);
+    this.eras.push({ era: { membership: genesis, firstCid: 0 }, key: membershipKey(genesis), quorums: this.quorums });
     for (const id of members) {
       const byzantine = options.byzantine?.find((b) => b.id === id);
       const nodes = [new SimReplica(id, byzantine, false)];
       if (byzantine?.twin) nodes.push(new SimReplica(id, byzantine, true));
       this.slots.set(id, nodes);
       for (const node of nodes) this.start(node);
+    }
+    for (let id = options.replicas; id < options.replicas + (options.spareReplicas ?? 0); id++) {
+      const spare = new SimReplica(id, undefined, false);
+      spare.idle = true;
+      this.slots.set(id, [spare]);
     }
     for (let i = 0; i < options.clients; i++) {
       const client = new SimClient(`c${i}`);
@@ -321,18 +399,92 @@ export class Simulation {
     this.log(`VIOLATION ${kind}: ${detail}`);
   }
 
+  /** The membership that ordered instance `cid`, as the replicas applied it, with its quorums. */
+  private eraOf(cid: number): { readonly era: ViewEra; readonly quorums: Quorums } {
+    for (let i = this.eras.length - 1; i >= 0; i--) {
+      const entry = this.eras[i] as (typeof this.eras)[number];
+      if (entry.era.firstCid <= cid) return entry;
+    }
+    return this.eras[0] as (typeof this.eras)[number];
+  }
+
+  /** Does `decision` carry a quorum of valid, distinct signatures of the view that ordered its instance? */
+  private certificateProves(node: SimReplica, decision: Decision): boolean {
+    const { era, quorums } = this.eraOf(decision.cid);
+    const view = era.membership.view;
+    const payload = acceptSigningPayload(view.number, decision.cid, decision.regency, sha256(decision.batch));
+    const signers = new Set(decision.votes.map((v) => v.replica));
+    const verifier = this.keys.cryptoFor(node.id);
+    const valid = decision.votes.filter((v) => view.members.includes(v.replica) && verifier.verifyReplica(v.replica, payload, v.signature));
+    return signers.size === decision.votes.length && valid.length === decision.votes.length && valid.length >= quorums.accept;
+  }
+
+  /**
+   * DESIGN §6: every correct replica applies the same reconfigurations after the same instances. The
+   * first correct replica to apply one records it; the others must match it.
+   */
+  private checkMembership(node: SimReplica, delivery: Delivery): void {
+    const cid = delivery.decision.cid;
+    const recorded = this.eras.find((entry) => entry.era.firstCid === cid + 1 && entry.era.firstCid > 0);
+    if (delivery.membership === undefined) {
+      if (recorded !== undefined) this.violation('view-agreement', `${node.name} did not change the view after cid ${cid}; another correct replica moved to view ${recorded.era.membership.view.number}`);
+      else this.unchangedAfter.add(cid);
+      return;
+    }
+    if (this.unchangedAfter.has(cid)) {
+      this.violation('view-agreement', `${node.name} changed the view after cid ${cid}; another correct replica did not`);
+      return;
+    }
+    const key = membershipKey(delivery.membership);
+    if (recorded !== undefined) {
+      if (recorded.key !== key) this.violation('view-agreement', `${node.name} applied another membership after cid ${cid} than a correct replica before it`);
+      return;
+    }
+    const last = this.eras[this.eras.length - 1] as (typeof this.eras)[number];
+    if (cid + 1 <= last.era.firstCid || delivery.membership.view.number !== last.era.membership.view.number + 1) {
+      this.violation('view-agreement', `${node.name} moved to view ${delivery.membership.view.number} after cid ${cid}; the last view was ${last.era.membership.view.number} from cid ${last.era.firstCid}`);
+      return;
+    }
+    const view = delivery.membership.view;
+    this.eras.push({ era: { membership: delivery.membership, firstCid: cid + 1 }, key, quorums: quorumsFor(view.members.length, view.f, view.mode) });
+    this.log(`view ${view.number} from cid ${cid + 1}: [${view.members.join(',')}] f=${view.f}`);
+    this.followMembership(last.era.membership, delivery.membership);
+  }
+
+  /** The operator: starts the replicas a reconfiguration added, and stops the ones it removed. */
+  private followMembership(previous: Membership, next: Membership): void {
+    for (const id of next.view.members) {
+      if (previous.view.members.includes(id)) continue;
+      for (const node of this.slots.get(id) ?? []) {
+        if (!node.idle) continue;
+        node.idle = false;
+        node.startView = next.view;
+        this.scheduler.after(this.rng.int(operatorReactionMs.min, operatorReactionMs.max), () => {
+          if (node.core === null && !node.idle && this.start(node)) this.log(`operator: started ${node.name}, added in view ${next.view.number}`);
+        });
+      }
+    }
+    for (const id of previous.view.members) {
+      if (next.view.members.includes(id)) continue;
+      this.scheduler.after(this.rng.int(operatorReactionMs.min, operatorReactionMs.max), () => {
+        for (const node of this.slots.get(id) ?? []) {
+          node.idle = true;
+          if (node.core !== null) this.log(`operator: stopped ${node.name}, removed in view ${next.view.number}`);
+          node.core = null;
+        }
+      });
+    }
+  }
+
   private checkDelivery(node: SimReplica, delivery: Delivery): void {
     const { decision, requests } = delivery;
     const digest = sha256(decision.batch);
     const key = digestKey(digest);
     // The certificate must prove the decision to a third party, independently of the core.
-    const payload = acceptSigningPayload(this.view.number, decision.cid, decision.regency, digest);
-    const signers = new Set(decision.votes.map((v) => v.replica));
-    const verifier = this.keys.cryptoFor(node.id);
-    const validVotes = decision.votes.filter((v) => verifier.verifyReplica(v.replica, payload, v.signature));
-    if (signers.size !== decision.votes.length || validVotes.length < this.quorums.accept) {
+    if (!this.certificateProves(node, decision)) {
       this.violation('certificate', `${node.name} delivered cid ${decision.cid} without a valid certificate`);
     }
+    this.checkMembership(node, delivery);
     const decoded = decodeBatch(decision.batch);
     if (!decoded.ok || decoded.batch.requests.length !== requests.length) {
       this.violation('validity', `${node.name} delivered requests that are not the decided batch at cid ${decision.cid}`);
@@ -340,13 +492,15 @@ export class Simulation {
     const first = this.decided.get(decision.cid);
     if (first === undefined) {
       this.decided.set(decision.cid, key);
-      this.decidedDeliveries.set(decision.cid, { decision, requests });
+      this.decidedDeliveries.set(decision.cid, delivery);
     } else if (first !== key) {
       this.violation('agreement', `cid ${decision.cid}: ${node.name} decided ${key.slice(0, 12)}, another correct replica ${first.slice(0, 12)}`);
     }
     for (const request of requests) {
       const issued = this.issued.get(`${request.clientId}/${request.seq}`);
-      if (issued === undefined || issued !== fromUtf8.decode(request.operation)) {
+      // The View Manager's operations are binary; they are kept as latin1 text, byte for byte.
+      const operation = request.kind === RequestKind.RECONFIGURATION ? Buffer.from(request.operation).toString('latin1') : fromUtf8.decode(request.operation);
+      if (issued === undefined || issued !== operation) {
         this.violation('validity', `cid ${decision.cid} orders ${request.clientId}/${request.seq}, which no client issued`);
       }
     }
@@ -361,11 +515,7 @@ export class Simulation {
           ? message.lastDecision
           : null;
     if (decision === null) return;
-    const payload = acceptSigningPayload(this.view.number, decision.cid, decision.regency, sha256(decision.batch));
-    const verifier = this.keys.cryptoFor(node.id);
-    const signers = new Set(decision.votes.map((v) => v.replica));
-    const valid = decision.votes.filter((v) => this.view.members.includes(v.replica) && verifier.verifyReplica(v.replica, payload, v.signature));
-    if (signers.size !== decision.votes.length || valid.length !== decision.votes.length || valid.length < this.quorums.accept) {
+    if (!this.certificateProves(node, decision)) {
       this.violation('certificate', `${node.name} sent a certificate for cid ${decision.cid} that does not prove it`);
     }
   }
@@ -382,9 +532,9 @@ export class Simulation {
   // -------------------------------------------------------------------------------------------
   // Replicas.
 
-  private configFor(id: number) {
+  private configFor(node: SimReplica) {
     const checkpoints = this.options.checkpoints;
-    return makeCoreConfig(id, this.view, {
+    return makeCoreConfig(node.id, node.startView ?? this.view, {
       ...simTiming,
       batchRequestsMax: 8,
       clientInFlightMax: 4,
@@ -402,18 +552,22 @@ export class Simulation {
   // -------------------------------------------------------------------------------------------
   // Replicated state: checkpoints of it, and what it must be.
 
-  /** The parts of a checkpoint of `state`: the real streamed snapshots, gathered, and the view. */
-  private stateParts(state: ReplicaState): CheckpointPart[] {
+  /** The parts of a checkpoint of `state` after instance `cid`: the real streamed snapshots, gathered, and the memberships. */
+  private stateParts(state: ReplicaState, cid: number): CheckpointPart[] {
     return [
       { name: 'service', bytes: concatBytes(state.service.snapshot()) },
       { name: 'replies', bytes: concatBytes(state.executor.snapshotReplies()) },
-      // No reconfiguration in these runs: the genesis membership is the whole history.
-      { name: 'view', bytes: encodeViewPart([{ membership: genesisMembership(this.view), firstCid: 0 }]) },
+      { name: 'view', bytes: encodeViewPart(this.erasAfter(cid)) },
     ];
   }
 
-  private stateBytes(state: ReplicaState): Uint8Array {
-    return concatBytes(this.stateParts(state).map((part) => part.bytes));
+  /** The memberships as correct replicas remember them after instance `cid` (what its checkpoint keeps). */
+  private erasAfter(cid: number): ViewEra[] {
+    return this.eras.filter((entry) => entry.era.firstCid <= cid + 1).map((entry) => entry.era).slice(-limits.viewEraHistoryMax);
+  }
+
+  private stateBytes(state: ReplicaState, cid: number): Uint8Array {
+    return concatBytes(this.stateParts(state, cid).map((part) => part.bytes));
   }
 
   /**
@@ -438,7 +592,7 @@ export class Simulation {
     if (known !== undefined) return known;
     const state = this.rebuildState(cid);
     if (typeof state === 'string') return state;
-    const bytes = this.stateBytes(state);
+    const bytes = this.stateBytes(state, cid);
     this.correctStates.set(cid, bytes);
     return bytes;
   }
@@ -460,7 +614,8 @@ export class Simulation {
 
   /** Delivery.checkpoint: the state after `cid` goes to the disk as a checkpoint; the log forgets what it covers. */
   private takeCheckpoint(node: SimReplica, cid: number): void {
-    const checkpoint = buildCheckpoint(cid, this.view.number, this.stateParts(node.state), node.id);
+    const views = this.erasAfter(cid);
+    const checkpoint = buildCheckpoint(cid, views.at(-1)?.membership.view.number ?? 0, this.stateParts(node.state, cid), node.id);
     this.checkCheckpointState(node, cid, checkpoint.bytes, 'took');
     node.disk.addCheckpoint(checkpoint);
     this.diskStats.checkpointsTaken++;
@@ -495,7 +650,7 @@ export class Simulation {
         const expected = this.correctStateBytes(status.lastDecidedCid);
         if (typeof expected === 'string') {
           this.violation('state', `${node.name} decided up to ${status.lastDecidedCid}, but ${expected}`);
-        } else if (!equalBytes(expected, this.stateBytes(node.state))) {
+        } else if (!equalBytes(expected, this.stateBytes(node.state, status.lastDecidedCid))) {
           this.violation('state', `${node.name}'s state after instance ${status.lastDecidedCid} differs from the correct one`);
         }
       }
@@ -529,9 +684,10 @@ export class Simulation {
         return false;
       }
       node.state = state;
-      base = { cid: checkpoint.manifest.cid, clientSeqs: state.executor.clientSeqs() };
+      base = { cid: checkpoint.manifest.cid, clientSeqs: state.executor.clientSeqs(), views: viewsOf(checkpoint) };
     }
-    const core = new ReplicaCore(this.configFor(node.id), this.keys.cryptoFor(node.id), {
+    const crypto = this.keys.cryptoFor(node.id);
+    const core = new ReplicaCore(this.configFor(node), this.options.brokenViewManagerCheck ? { ...crypto, verifyViewManager: () => true } : crypto, {
       ...(base ? { base } : {}),
       ...(opened.records.length > 0 ? { restore: opened.records } : {}),
       ...(node.disk.amnesic ? { amnesic: true } : {}),
@@ -549,7 +705,14 @@ export class Simulation {
       next++;
       const decoded = decodeBatch(record.decision.batch);
       if (!decoded.ok) continue;
-      const delivery: Delivery = { decision: record.decision, requests: decoded.batch.requests };
+      const answers = core.restoredReconfigurationResults(record.decision.cid);
+      const membership = core.restoredMembershipAfter(record.decision.cid);
+      const delivery: Delivery = {
+        decision: record.decision,
+        requests: decoded.batch.requests,
+        ...(answers === undefined ? {} : { reconfigurationResults: answers }),
+        ...(membership === undefined ? {} : { membership }),
+      };
       // A decision made durable by a crash mid-Ready was never delivered: check it like any delivery.
       if (node.correct) this.checkDelivery(node, delivery);
       this.execute(node, delivery, false);
@@ -570,10 +733,17 @@ export class Simulation {
   private makeTransfer(node: SimReplica, incarnation: number): SimStateTransfer {
     const crypto = this.keys.cryptoFor(node.id);
     const alive = () => node.core !== null && node.incarnation === incarnation;
+    const sim = this;
     return new SimStateTransfer({
       me: node.id,
-      view: this.view,
-      quorum: this.options.stateTransferQuorumOverride ?? this.quorums.includesCorrect,
+      // The view the replica is in now: whom it asks and serves, and how many must attest.
+      get view() {
+        return node.core?.view ?? node.startView ?? sim.view;
+      },
+      get quorum() {
+        const view = node.core?.view ?? node.startView ?? sim.view;
+        return sim.options.stateTransferQuorumOverride ?? quorumsFor(view.members.length, view.f, view.mode).includesCorrect;
+      },
       now: () => this.scheduler.now(),
       after: (delayMs, action) => {
         this.scheduler.after(delayMs, () => {
@@ -605,7 +775,7 @@ export class Simulation {
       return;
     }
     node.state = state;
-    core.installCheckpoint({ cid, clientSeqs: state.executor.clientSeqs() });
+    core.installCheckpoint({ cid, clientSeqs: state.executor.clientSeqs(), views: viewsOf(checkpoint) });
     this.log(`${node.name} installed checkpoint ${cid} (attested by ${attesters.map((a) => `r${a}`).join(' ')})`);
   }
 
@@ -636,7 +806,7 @@ export class Simulation {
   restart(id: number): void {
     for (const node of this.slots.get(id) ?? []) {
       node.crashDuringNextPersist = false;
-      if (node.core !== null || node.wipeScheduled) continue;
+      if (node.core !== null || node.wipeScheduled || node.idle) continue;
       const summary = `${node.disk.log.length} log records, checkpoints [${node.disk.checkpoints.map((c) => c.manifest.cid).join(',')}]`;
       if (this.start(node)) this.log(`restart ${node.name} from ${summary}${node.disk.amnesic ? ' (amnesic)' : ''}`);
     }
@@ -648,6 +818,7 @@ export class Simulation {
   }
 
   private wipeNode(node: SimReplica): void {
+    if (node.idle) return;
     if (node.core !== null) this.log(`crash ${node.name}`);
     node.core = null;
     node.disk.wipe();
@@ -689,7 +860,7 @@ export class Simulation {
     const cids: number[] = [];
     for (const nodes of this.slots.values()) {
       for (const node of nodes) {
-        if (!node.correct) continue;
+        if (!node.correct || node.idle) continue;
         const status = node.core?.status();
         if (status === undefined || status.awaitingStateTransfer) return false;
         cids.push(status.lastDecidedCid);
@@ -705,7 +876,7 @@ export class Simulation {
     const states: string[] = [];
     for (const nodes of this.slots.values()) {
       for (const node of nodes) {
-        if (!node.correct) continue;
+        if (!node.correct || node.idle) continue;
         const status = node.core?.status();
         states.push(
           status === undefined
@@ -811,7 +982,8 @@ export class Simulation {
           this.log(`${node.name} STOP → regency ${out.message.regency}`);
         }
         if (out.to === 'others') {
-          for (const member of this.view.members) if (member !== node.id) this.send(node, member, out.message, encoded);
+          // The members of the view the replica is in now (the core resolved old-view ones itself).
+          for (const member of core.view.members) if (member !== node.id) this.send(node, member, out.message, encoded);
         } else {
           this.send(node, out.to, out.message, encoded);
         }
@@ -863,8 +1035,83 @@ export class Simulation {
   }
 
   private sendReply(node: SimReplica, clientId: string, seq: number, result: Uint8Array): void {
-    const reply: Message = { type: MessageType.REPLY, view: this.view.number, clientId, seq, result };
+    const reply: Message = { type: MessageType.REPLY, view: node.core?.view.number ?? this.view.number, clientId, seq, result };
     this.network.send(node.id, clientId, encodeMessage(reply));
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // The View Manager.
+
+  /** Queue a request of the View Manager; it is built and sent once the ones before it have verdicts. */
+  reconfigure(step: ReconfigurationStep): void {
+    this.viewManagerQueue.push(step);
+    this.nextReconfiguration();
+  }
+
+  get reconfigurationResults(): { readonly accepted: number; readonly refused: number } {
+    return { ...this.reconfigurationVerdicts };
+  }
+
+  private nextReconfiguration(): void {
+    if (this.viewManagerBusy) return;
+    const step = this.viewManagerQueue.shift();
+    if (step === undefined) return;
+    const current = (this.eras[this.eras.length - 1] as (typeof this.eras)[number]).era.membership;
+    const built = step.build(current, this.lastAccepted, (reconfiguration) => ({
+      reconfiguration,
+      signature: this.keys.signViewManager(reconfigurationSigningPayload(reconfiguration)),
+    }));
+    if (built === null) {
+      this.log(`vm: ${step.label}: nothing to ask of view ${current.view.number}`);
+      this.nextReconfiguration();
+      return;
+    }
+    this.viewManagerBusy = true;
+    const client = this.viewManager;
+    client.seq++;
+    const unsigned: ClientRequest = {
+      clientId: client.id,
+      seq: client.seq,
+      ordered: true,
+      operation: encodeSignedReconfiguration(built.signed),
+      signature: null,
+      kind: RequestKind.RECONFIGURATION,
+    };
+    // Where clients must sign their requests, so does the View Manager's client (besides its own signature inside).
+    const request = this.options.signedRequests ? { ...unsigned, signature: this.keys.signClient(client.id, requestSigningPayload(unsigned)) } : unsigned;
+    this.reconfigurations.set(`${client.id}/${client.seq}`, { expect: built.expect, label: step.label });
+    this.issued.set(`${client.id}/${client.seq}`, Buffer.from(request.operation).toString('latin1'));
+    this.pendingSigned.set(client.seq, built.signed);
+    this.log(`vm: ${step.label} from view ${built.signed.reconfiguration.fromView} (seq ${client.seq})`);
+    client.outstanding = { request, bytes: encodeMessage({ type: MessageType.REQUEST, request }), replies: new Map(), retransmitTimer: null };
+    this.sendRequest(client);
+  }
+
+  /** The verdict on the View Manager's request, agreed by a quorum: check it against what must happen. */
+  private onReconfigurationVerdict(seq: number, result: Uint8Array): void {
+    const verdict = decodeReconfigurationResult(result);
+    const expectation = this.reconfigurations.get(`${viewManagerClientId}/${seq}`);
+    const signed = this.pendingSigned.get(seq);
+    this.pendingSigned.delete(seq);
+    if (verdict === null) {
+      this.violation('reconfiguration', `the View Manager's request ${seq} was answered with something that is not a verdict`);
+    } else if (verdict.accepted) {
+      this.reconfigurationVerdicts.accepted++;
+      if (signed !== undefined) this.lastAccepted = signed;
+      this.log(`vm: ${expectation?.label}: accepted, view ${verdict.view.number}`);
+      if (expectation?.expect === 'refused') this.violation('reconfiguration', `${expectation.label} was applied (view ${verdict.view.number}); it must be refused`);
+    } else {
+      this.reconfigurationVerdicts.refused++;
+      this.log(`vm: ${expectation?.label}: refused: ${verdict.reason}`);
+      if (expectation?.expect === 'accepted') this.violation('reconfiguration', `${expectation.label} was refused: ${verdict.reason}`);
+    }
+    this.viewManagerBusy = false;
+    this.scheduler.after(this.rng.int(0, 50), () => this.nextReconfiguration());
+  }
+
+  /** The View Manager has no request left to be answered. */
+  viewManagerDone(): boolean {
+    return !this.viewManagerBusy && this.viewManagerQueue.length === 0;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -888,7 +1135,9 @@ export class Simulation {
   private sendRequest(client: SimClient): void {
     const outstanding = client.outstanding;
     if (outstanding === null) return;
-    for (const member of this.view.members) this.network.send(client.id, member, outstanding.bytes);
+    // To every replica that may be a member: the clients follow reconfigurations (the real client learns
+    // the view from its replies; that is tested on its own).
+    for (const [id, nodes] of this.slots) if (nodes.some((node) => !node.idle)) this.network.send(client.id, id, outstanding.bytes);
     this.scheduleRetransmit(client, outstanding, clientRetransmitMs);
   }
 
@@ -901,7 +1150,7 @@ export class Simulation {
   }
 
   private clientReceive(clientId: string, from: Address, bytes: Uint8Array): void {
-    const client = this.clients.get(clientId);
+    const client = clientId === viewManagerClientId ? this.viewManager : this.clients.get(clientId);
     const outstanding = client?.outstanding;
     if (client === undefined || outstanding === null || outstanding === undefined || typeof from !== 'number') return;
     const decoded = decodeMessage(bytes);
@@ -913,11 +1162,22 @@ export class Simulation {
       return;
     }
     if (message.type !== MessageType.REPLY || message.seq !== outstanding.request.seq || message.clientId !== clientId) return;
-    const result = fromUtf8.decode(message.result);
+    // Compared as text; a verdict (msgpack) survives a latin1 round trip byte for byte.
+    const result = client === this.viewManager ? Buffer.from(message.result).toString('latin1') : fromUtf8.decode(message.result);
     outstanding.replies.set(from, result);
-    let matching = 0;
-    for (const r of outstanding.replies.values()) if (r === result) matching++;
-    if (matching < this.quorums.orderedReply) return;
+    // A quorum of matching replies from the members of a view the replicas went through.
+    const proven = this.eras.some(({ era, quorums }) => {
+      let matching = 0;
+      for (const [replica, r] of outstanding.replies) if (r === result && era.membership.view.members.includes(replica)) matching++;
+      return matching >= quorums.orderedReply;
+    });
+    if (!proven) return;
+    if (client === this.viewManager) {
+      if (outstanding.retransmitTimer !== null) this.scheduler.cancel(outstanding.retransmitTimer);
+      client.outstanding = null;
+      this.onReconfigurationVerdict(outstanding.request.seq, message.result);
+      return;
+    }
     // Accepted: the answer names a log position; no two requests may ever be told the same one.
     const [position, operation] = [result.slice(0, result.indexOf(':')), result.slice(result.indexOf(':') + 1)];
     const expected = `${clientId}/${outstanding.request.seq}`;
@@ -937,10 +1197,11 @@ export class Simulation {
 
   allClientsDone(): boolean {
     for (const client of this.clients.values()) if (client.completed < this.options.requestsPerClient) return false;
-    return true;
+    return this.viewManagerDone();
   }
 
   checkLiveness(): void {
+    if (!this.viewManagerDone()) this.violation('liveness', `the View Manager's request ${this.viewManager.seq} got no verdict`);
     for (const client of this.clients.values()) {
       if (client.completed < this.options.requestsPerClient) {
         const replies = client.outstanding ? [...client.outstanding.replies].map(([r, v]) => `r${r}=${v}`).join(' ') : '';
@@ -991,6 +1252,7 @@ export class Simulation {
       simulatedMs: this.scheduler.now(),
       droppedByReason: dropped,
       disk,
+      reconfigurations: { ...this.reconfigurationVerdicts, views: this.eras.length - 1 },
     };
   }
 }
