@@ -2,8 +2,8 @@
 // address, keys made by `bftkube keys`. Used by `bftkube local`, the benchmark and integration tests.
 
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { closeSync, createWriteStream, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FaultMode } from '../core/quorum.ts';
@@ -14,6 +14,8 @@ import type { Member } from '../protocol/reconfiguration.ts';
 import { generateLocalKeys, loadPublicKeys } from '../server/keys.ts';
 
 const mainScript = fileURLToPath(new URL('./main.ts', import.meta.url));
+/** Where prepare() records the cluster's options, for LocalCluster.open. */
+const optionsFileName = 'local-cluster.json';
 /** The client certificate a local cluster issues for its View Manager (bftkube view, tests). */
 export const viewManagerClientName = 'admin';
 const replicaPort = 11000;
@@ -88,10 +90,29 @@ export class LocalCluster {
     return { number: 0, mode: this.options.mode, f: maxFaults(members.length, this.options.mode), members };
   }
 
+  /** The cluster a previous prepare() made in `dir` (bftkube view works on the folder of bftkube local). */
+  static async open(dir: string): Promise<LocalCluster> {
+    let options: LocalClusterOptions;
+    try {
+      options = JSON.parse(await readFile(join(dir, optionsFileName), 'utf8')) as LocalClusterOptions;
+    } catch (cause) {
+      throw new BftError('BFT_ERR_CONFIG_INVALID', `${dir} holds no local cluster; start one with "bftkube local" (or pass --dir)`, { cause });
+    }
+    const cluster = new LocalCluster({ ...options, dir });
+    // Replicas that reconfigurations added since: their configuration files say so.
+    for (const name of await readdir(dir)) {
+      const id = /^replica-(\d+)\.json$/.exec(name)?.[1];
+      if (id !== undefined && !cluster.replicas.some((r) => r.id === Number(id))) cluster.replicas.push(cluster.describe(Number(id)));
+    }
+    cluster.replicas.sort((a, b) => a.id - b.id);
+    return cluster;
+  }
+
   /** Keys and configuration files; replaces whatever a previous run left in the folder. */
   async prepare(): Promise<void> {
     await rm(this.options.dir, { recursive: true, force: true });
     await mkdir(this.options.dir, { recursive: true });
+    await writeFile(join(this.options.dir, optionsFileName), `${JSON.stringify(this.options, null, 2)}\n`);
     await generateLocalKeys({
       dir: this.keysDir,
       clusterName: 'local',
@@ -186,9 +207,66 @@ export class LocalCluster {
     child.on('close', () => log.end());
     child.on('exit', () => {
       if (replica.process === child) replica.process = null;
+      // Only its own: a restarted replica has written another pid there already.
+      try {
+        if (readFileSync(this.pidFile(id), 'utf8').trim() === String(child.pid)) rmSync(this.pidFile(id), { force: true });
+      } catch {
+        // No pid file.
+      }
     });
     replica.process = child;
+    // For bftkube view, which stops a removed replica from another process.
+    if (child.pid !== undefined) writeFileSync(this.pidFile(id), `${child.pid}\n`);
     return child;
+  }
+
+  /**
+   * Spawn a replica that outlives this process (bftkube view add): its output goes straight to its log
+   * file, and its pid to replica-<id>.pid, where `bftkube local` finds it when it stops the cluster.
+   */
+  startDetached(id: number): number {
+    const replica = this.replica(id);
+    const log = openSync(replica.logFile, 'a');
+    try {
+      const child = spawn(process.execPath, [mainScript, 'replica', '--config', replica.configFile], { stdio: ['ignore', log, log], detached: true, env: process.env });
+      child.unref();
+      if (child.pid === undefined) throw new BftError('BFT_ERR_CONFIG_INVALID', `replica ${id} could not be started; see ${replica.logFile}`);
+      writeFileSync(this.pidFile(id), `${child.pid}\n`);
+      return child.pid;
+    } finally {
+      closeSync(log);
+    }
+  }
+
+  pidFile(id: number): string {
+    return join(this.options.dir, `replica-${id}.pid`);
+  }
+
+  /** SIGTERM to the replicas that `bftkube view add` started (pid files), and wait for them to exit. */
+  async stopDetached(): Promise<void> {
+    const files = (await readdir(this.options.dir)).filter((name) => /^replica-\d+\.pid$/.test(name));
+    await Promise.all(files.map((name) => this.stopByPidFile(join(this.options.dir, name))));
+  }
+
+  /** Stop replica `id`, ours or another process's (its pid file), and wait until it exited. */
+  async stopReplica(id: number): Promise<void> {
+    if (this.replica(id).process !== null) return this.stop(id);
+    await this.stopByPidFile(this.pidFile(id));
+  }
+
+  private async stopByPidFile(path: string): Promise<void> {
+    let pid: number;
+    try {
+      pid = Number((await readFile(path, 'utf8')).trim());
+    } catch {
+      return;
+    }
+    await rm(path, { force: true });
+    if (!Number.isSafeInteger(pid) || pid <= 1 || !isAlive(pid)) return;
+    process.kill(pid, 'SIGTERM');
+    const deadline = Date.now() + stopGraceMs;
+    while (isAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    if (isAlive(pid)) process.kill(pid, 'SIGKILL');
   }
 
   async startAll(): Promise<void> {
@@ -211,11 +289,12 @@ export class LocalCluster {
     }
   }
 
-  async waitReady(id: number, timeoutMs = startTimeoutMs): Promise<void> {
+  /** Until /readyz answers 200; `pid` names a replica started detached (startDetached). */
+  async waitReady(id: number, timeoutMs = startTimeoutMs, pid?: number): Promise<void> {
     const replica = this.replica(id);
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      if (replica.process === null) {
+      if (pid === undefined ? replica.process === null : !isAlive(pid)) {
         throw new BftError('BFT_ERR_CONFIG_INVALID', `replica ${id} exited while starting; see ${replica.logFile}`);
       }
       try {
@@ -263,6 +342,15 @@ export class LocalCluster {
 
   pids(): number[] {
     return this.replicas.flatMap((r) => (r.process?.pid !== undefined ? [r.process.pid] : []));
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -43,6 +43,8 @@ export async function runLocal(args: string[]): Promise<void> {
     if (stopping) return;
     stopping = true;
     await cluster.stopAll();
+    // Replicas that `bftkube view add` started in the background belong to this cluster too.
+    await cluster.stopDetached();
     process.exit(code);
   };
   process.on('SIGINT', () => void stop(0));

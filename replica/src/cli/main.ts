@@ -2,6 +2,7 @@
 //   bftkube keys --dir DIR --replicas 0,1,2,3 [--hosts h0,h1,h2,h3] [--clients a,b] [--cluster NAME]
 //   bftkube replica --config FILE        (BFTKUBE_* environment variables override the file)
 //   bftkube local [--replicas 4] [--mode bft|crash] [--dir DIR] [--demo-seconds 10] [--exit-after-demo]
+//   bftkube view show|add|remove|set-f [--dir DIR] [--id N] [--f F]   (the View Manager of a local cluster)
 
 import { parseArgs } from 'node:util';
 import { BftError } from '../errors.ts';
@@ -11,6 +12,7 @@ const usage = `usage:
   bftkube keys --dir DIR --replicas 0,1,2,3 [--hosts h0,h1,...] [--clients a,b] [--cluster NAME]
   bftkube replica --config FILE
   bftkube local [--replicas 4] [--mode bft|crash] [--dir DIR] [--demo-seconds 10] [--exit-after-demo]
+  bftkube view show|add|remove|set-f [--dir DIR] [--id N] [--f F] [--timeout-seconds 60]
 `;
 
 async function keysCommand(args: string[]): Promise<void> {
@@ -70,6 +72,10 @@ async function main(): Promise<void> {
       return replicaCommand(args);
     case 'local':
       return localCommand(args);
+    case 'view': {
+      const { runView } = await import('./view.ts');
+      return runView(args);
+    }
     case 'help':
     case '--help':
       process.stdout.write(usage);
