@@ -100,8 +100,10 @@ describe('reconfiguration in the core', () => {
     expect(cluster.core(0).status().removedAtCid).toBe(0);
     order(cluster, request('alice', 1, 'after'), [1, 2, 3, 4]);
     for (const id of [1, 2, 3, 4]) expect(cluster.core(id).status().lastDecidedCid).toBe(1);
-    // The removed replica orders nothing more.
+    // The removed replica orders nothing more, and answers no read: its state stops at its last instance.
     expect(cluster.core(0).status().lastDecidedCid).toBe(0);
+    expect(cluster.core(0).admitUnordered('alice', { ...request('alice', 2 ** 52, 'read'), ordered: false })).toBe(false);
+    expect(cluster.core(1).admitUnordered('alice', { ...request('alice', 2 ** 52, 'read'), ordered: false })).toBe(true);
   });
 
   it('a removed replica that missed the instance removing it learns it from the members that stay', () => {

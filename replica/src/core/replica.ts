@@ -342,6 +342,11 @@ export class ReplicaCore {
    * cluster requires it); the driver executes it without consensus. Drops are counted here.
    */
   admitUnordered(clientId: string, request: ClientRequest): boolean {
+    // A removed replica's state stops at its last instance: a read from it could be stale.
+    if (this.removedAtCid !== null) {
+      this.drop(DropReason.NOT_MEMBER);
+      return false;
+    }
     if (!requestBelongsTo(request.clientId, clientId)) {
       this.drop(DropReason.WRONG_CLIENT);
       return false;
