@@ -182,7 +182,9 @@ export class LocalCluster {
       this.replicas.push(replica);
     }
     await rm(this.dataDir(id), { recursive: true, force: true });
-    await this.writeConfig(replica, { number: view.number, mode: view.mode, f: view.f, members: view.members.map((m) => ({ id: m.id, host: m.host, port: m.port, adminPort: m.adminPort })) }, true);
+    // Never started before (ids are never reused), it cannot have voted: not amnesic. Should it lose its
+    // disk later, start it with joinsRunningCluster.
+    await this.writeConfig(replica, { number: view.number, mode: view.mode, f: view.f, members: view.members.map((m) => ({ id: m.id, host: m.host, port: m.port, adminPort: m.adminPort })) }, false);
     return replica;
   }
 

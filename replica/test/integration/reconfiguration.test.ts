@@ -51,6 +51,20 @@ async function status(id: number): Promise<Status | null> {
   return (await started.cluster.status(id)) as Status | null;
 }
 
+/** waitUntil, and on a timeout the status of every replica first: what a failure in CI needs to be understood. */
+async function waitOrReport(what: string, condition: () => Promise<boolean> | boolean, timeoutMs?: number): Promise<void> {
+  try {
+    await waitUntil(what, condition, timeoutMs);
+  } catch (error) {
+    for (const replica of started.cluster.replicas) {
+      const s = (await started.cluster.status(replica.id)) as Record<string, unknown> | null;
+      const pick = (keys: string[]) => (s === null ? 'down' : JSON.stringify(Object.fromEntries(keys.map((k) => [k, s[k]]))));
+      process.stderr.write(`replica ${replica.id}: ${pick(['view', 'regency', 'leader', 'synchronized', 'lastDecidedCid', 'lagInstances', 'amnesiaFloorCid', 'removedAtCid', 'queues', 'dropped'])}\n`);
+    }
+    throw error;
+  }
+}
+
 /** Start replicas a reconfiguration added, and wait until each has caught up with replica `peer`. */
 async function startJoiners(view: ViewDescription, ids: readonly number[], peer: number): Promise<void> {
   const cluster = started.cluster;
@@ -60,7 +74,7 @@ async function startJoiners(view: ViewDescription, ids: readonly number[], peer:
     if (child.pid !== undefined) started.spawnedPids.push(child.pid);
   }
   for (const id of ids) {
-    await waitUntil(
+    await waitOrReport(
       `replica ${id} caught up in view ${view.number}`,
       async () => {
         const [mine, theirs] = await Promise.all([status(id), status(peer)]);
@@ -78,7 +92,7 @@ describe('reconfiguration under load', () => {
     const add = async (id: number): Promise<ReconfigurationOperation> => ({ kind: 'add', ...(await cluster.createReplicaKeys(id)) });
     const writes = new RecordedWrites(clients!, { keys: 20 });
     try {
-      await waitUntil('the first writes', () => writes.acknowledgedWrites > 20);
+      await waitOrReport('the first writes', () => writes.acknowledgedWrites > 20);
 
       // A request signed by another key, and one for a stale view, are refused with a reason; nothing changes.
       const stranger = new Signer(generateSigningKeyPair().privateKeyPem);
@@ -99,7 +113,7 @@ describe('reconfiguration under load', () => {
       expect(view2).toMatchObject({ number: 2, f: 2 });
       await startJoiners(view2, [5, 6], 0);
       const beforeShrink = writes.acknowledgedWrites;
-      await waitUntil('writes acknowledged by the 7-replica cluster', () => writes.acknowledgedWrites > beforeShrink + 20, 60_000);
+      await waitOrReport('writes acknowledged by the 7-replica cluster', () => writes.acknowledgedWrites > beforeShrink + 20, 60_000);
 
       // 7 → 4, f 2 → 1, removing the current leader and two others.
       const leader = (await status(3))!.leader;
@@ -107,13 +121,13 @@ describe('reconfiguration under load', () => {
       const view3 = await viewManager.reconfigure([...removed.map((id): ReconfigurationOperation => ({ kind: 'remove', id })), { kind: 'set-f', f: 1 }]);
       expect(view3.members.map((m) => m.id).sort()).toEqual([0, 1, 2, 3, 4, 5, 6].filter((id) => !removed.includes(id)));
       for (const id of removed) {
-        await waitUntil(`replica ${id} reports its removal`, async () => (await status(id))?.removedAtCid !== null);
+        await waitOrReport(`replica ${id} reports its removal`, async () => (await status(id))?.removedAtCid !== null);
         await cluster.stop(id);
       }
       const remaining = view3.members.map((m) => m.id);
-      await waitUntil('a new leader among the remaining replicas', async () => remaining.includes((await status(remaining[0] as number))?.leader ?? -1), 60_000);
+      await waitOrReport('a new leader among the remaining replicas', async () => remaining.includes((await status(remaining[0] as number))?.leader ?? -1), 60_000);
       const afterShrink = writes.acknowledgedWrites;
-      await waitUntil('writes acknowledged by the 4 remaining replicas', () => writes.acknowledgedWrites > afterShrink + 20, 60_000);
+      await waitOrReport('writes acknowledged by the 4 remaining replicas', () => writes.acknowledgedWrites > afterShrink + 20, 60_000);
     } finally {
       await writes.stop();
     }
