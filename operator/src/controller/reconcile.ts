@@ -1,0 +1,250 @@
+// One reconciliation of one BftCluster: bring what exists toward what the spec asks, in an order that a
+// crash between any two steps cannot break (names are fixed; key material is made once and read back;
+// objects are created only if absent, or applied server-side), then report what is, from observation.
+// Membership changes by reconfiguration come later; this pass creates a cluster and heals it.
+
+import type { Logger } from 'pino';
+import { type BftClusterSpec, type BftClusterStatus, bftClusterSpecSchema, bftClusterStatusSchema, maxFaultsFor, pauseAnnotation } from '../api/bftcluster.ts';
+import { type KubeRest, type JsonObject, isConflict, isNotFound } from '../kube/rest.ts';
+import { pathOf, paths } from '../kube/paths.ts';
+import {
+  type ConfiguredView,
+  type KubeObject,
+  clientService,
+  configFileName,
+  configMap,
+  dataClaim,
+  disruptionBudget,
+  peerService,
+  replicaConfig,
+  replicaPod,
+  secret,
+} from '../specs/objects.ts';
+import { type ClusterRef, clientIds, configMapName, dataClaimName, fieldManager, replicaPodName, replicaSecretName, secretNames } from '../specs/names.ts';
+import { type SecretData, caOf, hashOf, keyFiles, newClientKeys, newClusterCa, newReplicaKeys, newViewManagerKey, publicKeysFile } from './keys.ts';
+import { type PodObservation, type ReplicaReport, computeStatus } from './status.ts';
+
+export interface ReconcileDeps {
+  readonly rest: Pick<KubeRest, 'get' | 'post' | 'delete' | 'apply' | 'mergePatch'>;
+  /** A replica's /status, or null when it does not answer. */
+  probe(podIp: string): Promise<ReplicaReport | null>;
+  now(): Date;
+  readonly logger?: Logger;
+  /** Events with reasons, on the BftCluster. */
+  event?(cluster: ClusterRef, type: 'Normal' | 'Warning', reason: string, message: string): void;
+}
+
+export interface ReconcileResult {
+  /** Reconcile again after this long even if nothing changes (status refresh, waiting for pods). */
+  readonly requeueAfterMs: number;
+}
+
+/** The annotation on a volume created for a replica of a cluster that had already run: its replica starts amnesic. */
+const freshVolumeAnnotation = 'bftkube.dev/fresh-volume-in-running-cluster';
+/** The genesis view, recorded once in the ConfigMap: the replicas' configurations name it forever. */
+const genesisKey = 'genesis.json';
+
+const requeueWhileConvergingMs = 3_000;
+const requeueWhenReadyMs = 30_000;
+
+function decodeSecret(object: JsonObject): SecretData {
+  const data: SecretData = {};
+  for (const [key, value] of Object.entries((object.data ?? {}) as Record<string, string>)) data[key] = Buffer.from(value, 'base64').toString('utf8');
+  return data;
+}
+
+async function getOrNull(rest: ReconcileDeps['rest'], path: string): Promise<JsonObject | null> {
+  try {
+    return await rest.get(path);
+  } catch (error) {
+    if (isNotFound(error)) return null;
+    throw error;
+  }
+}
+
+/** Create if absent (409: another pass or a previous operator created it: read that one). Returns whether it was created. */
+async function createIfAbsent(rest: ReconcileDeps['rest'], object: KubeObject, collection: string): Promise<boolean> {
+  try {
+    await rest.post(collection, object);
+    return true;
+  } catch (error) {
+    if (isConflict(error)) return false;
+    throw error;
+  }
+}
+
+export async function reconcile(deps: ReconcileDeps, namespace: string, name: string): Promise<ReconcileResult> {
+  const { rest } = deps;
+  const object = await getOrNull(rest, paths.bftCluster(namespace, name));
+  if (object === null) return { requeueAfterMs: 0 };
+  if (object.metadata?.deletionTimestamp) return { requeueAfterMs: 0 };
+  const cluster: ClusterRef = { name, namespace, uid: String(object.metadata.uid) };
+  const generation = Number(object.metadata.generation ?? 0);
+  const previousStatus = bftClusterStatusSchema.safeParse(object.status ?? {});
+  const previous: BftClusterStatus | undefined = previousStatus.success ? previousStatus.data : undefined;
+  const paused = object.metadata?.annotations?.[pauseAnnotation] === 'true';
+  const parsedSpec = bftClusterSpecSchema.safeParse(object.spec ?? {});
+  const changes: string[] = [];
+
+  let stalled: string | null = null;
+  let spec: BftClusterSpec | null = null;
+  if (!parsedSpec.success) stalled = `the spec is invalid: ${parsedSpec.error.issues[0]?.message ?? 'unknown'}`;
+  else spec = parsedSpec.data;
+
+  // The genesis view: recorded in the ConfigMap the first time, read back afterwards.
+  const existingConfig = await getOrNull(rest, paths.configMap(namespace, configMapName(name)));
+  const recordedGenesis = existingConfig?.data?.[genesisKey] === undefined ? null : (JSON.parse(String(existingConfig.data[genesisKey])) as ConfiguredView);
+  const genesis: ConfiguredView | null =
+    recordedGenesis ?? (spec === null ? null : { number: 0, f: spec.f ?? maxFaultsFor(spec.replicas, spec.faultModel), members: Array.from({ length: spec.replicas }, (_, id) => id) });
+  if (spec !== null && recordedGenesis !== null && spec.replicas !== recordedGenesis.members.length && stalled === null) {
+    stalled = `scaling from ${recordedGenesis.members.length} to ${spec.replicas} replicas needs a reconfiguration, which this operator version does not do yet`;
+  }
+  const members = genesis?.members ?? [];
+  const pods = new Map<number, PodObservation>();
+
+  if (!paused && spec !== null && genesis !== null && stalled === null) {
+    // 1. Key material, made once.
+    const ensureSecret = async (secretName: string, component: string, make: () => Promise<SecretData> | SecretData): Promise<SecretData> => {
+      const found = await getOrNull(rest, paths.secret(namespace, secretName));
+      if (found !== null) return decodeSecret(found);
+      const data = await make();
+      if (await createIfAbsent(rest, secret(cluster, secretName, data, component), paths.secrets(namespace))) {
+        changes.push(`created Secret ${secretName}`);
+        return data;
+      }
+      return decodeSecret(await rest.get(paths.secret(namespace, secretName)));
+    };
+    const caData = await ensureSecret(secretNames.ca(name), 'ca', () => newClusterCa(name));
+    const ca = caOf(caData);
+    const viewManager = await ensureSecret(secretNames.viewManager(name), 'view-manager', () => newViewManagerKey());
+    const application = await ensureSecret(secretNames.client(name), 'client', () => newClientKeys(ca, name, clientIds.application));
+    const operatorClient = await ensureSecret(secretNames.operatorClient(name), 'operator-client', () => newClientKeys(ca, name, clientIds.operator));
+    const replicaKeys = new Map<number, SecretData>();
+    for (const id of members) replicaKeys.set(id, await ensureSecret(replicaSecretName(name, id), 'replica', () => newReplicaKeys(ca, name, namespace, id)));
+
+    // 2. Configuration: the genesis view for every genesis member, and everyone's public keys.
+    const publicKeys = publicKeysFile(
+      new Map([...replicaKeys].map(([id, data]) => [id, data[keyFiles.signingPublic] ?? ''])),
+      new Map([
+        [clientIds.application, application[keyFiles.signingPublic] ?? ''],
+        [clientIds.operator, operatorClient[keyFiles.signingPublic] ?? ''],
+      ]),
+      viewManager[keyFiles.signingPublic] ?? '',
+    );
+    const files: Record<string, string> = { [genesisKey]: JSON.stringify(genesis), 'public-keys.json': publicKeys };
+    for (const id of members) files[configFileName(id)] = `${JSON.stringify(replicaConfig(cluster, spec, genesis), null, 2)}\n`;
+    const wantedConfig = configMap(cluster, files);
+    if (JSON.stringify(existingConfig?.data ?? {}) !== JSON.stringify(files)) {
+      await rest.apply(paths.configMap(namespace, configMapName(name)), wantedConfig, fieldManager);
+      changes.push(existingConfig === null ? 'created the configuration' : 'updated the configuration');
+    }
+
+    // 3. Services and the disruption budget: applied every pass (idempotent).
+    const applied: KubeObject[] = [peerService(cluster), clientService(cluster)];
+    if (spec.disruptionBudget.enabled) applied.push(disruptionBudget(cluster, genesis.f));
+    for (const manifest of applied) await rest.apply(pathOf(manifest), manifest, fieldManager);
+
+    // 4. One volume and one pod per replica id, recreated with the same id when lost.
+    const clusterHasRun = existingConfig !== null;
+    for (const id of members) {
+      const claimName = dataClaimName(name, id);
+      let claim = await getOrNull(rest, paths.claim(namespace, claimName));
+      if (claim === null) {
+        const manifest = dataClaim(cluster, spec, id);
+        const annotated: KubeObject = clusterHasRun ? { ...manifest, metadata: { ...manifest.metadata, annotations: { [freshVolumeAnnotation]: 'true' } } } : manifest;
+        if (await createIfAbsent(rest, annotated, paths.claims(namespace))) {
+          changes.push(`created PersistentVolumeClaim ${claimName}${clusterHasRun ? ' (empty: its replica recovers by state transfer)' : ''}`);
+          if (clusterHasRun) deps.event?.(cluster, 'Warning', 'VolumeRecreated', `replica ${id}'s volume was gone; a new one was created and the replica will catch up from its peers`);
+        }
+        claim = await getOrNull(rest, paths.claim(namespace, claimName));
+      }
+      if (claim?.metadata?.deletionTimestamp) continue;
+      const podName = replicaPodName(name, id);
+      const pod = await getOrNull(rest, paths.pod(namespace, podName));
+      const configHash = hashOf(files[configFileName(id)] ?? '', publicKeys, replicaKeys.get(id)?.[keyFiles.tlsCert] ?? '');
+      if (pod === null) {
+        const joinsRunningCluster = claim?.metadata?.annotations?.[freshVolumeAnnotation] === 'true';
+        if (await createIfAbsent(rest, replicaPod(cluster, spec, id, { joinsRunningCluster, configHash }), paths.pods(namespace))) {
+          changes.push(`created Pod ${podName}`);
+          deps.event?.(cluster, 'Normal', clusterHasRun ? 'ReplicaRecreated' : 'ReplicaCreated', `replica ${id} (pod ${podName}) created`);
+        }
+        continue;
+      }
+      const phase = String(pod.status?.phase ?? 'Pending');
+      if (!pod.metadata?.deletionTimestamp && (phase === 'Failed' || phase === 'Succeeded')) {
+        await rest.delete(paths.pod(namespace, podName)).catch((error: unknown) => {
+          if (!isNotFound(error)) throw error;
+        });
+        changes.push(`deleted Pod ${podName}, which had ${phase === 'Failed' ? 'failed' : 'exited'}`);
+        continue;
+      }
+      pods.set(id, observePod(pod));
+    }
+  } else {
+    for (const id of members) {
+      const pod = await getOrNull(rest, paths.pod(namespace, replicaPodName(name, id)));
+      if (pod !== null) pods.set(id, observePod(pod));
+    }
+  }
+
+  // 5. Observe the replicas themselves.
+  const reports = new Map<number, ReplicaReport>();
+  await Promise.all(
+    [...pods].map(async ([id, pod]) => {
+      if (pod.podIp === null || pod.phase !== 'Running') return;
+      const report = await deps.probe(pod.podIp);
+      if (report !== null) reports.set(id, report);
+    }),
+  );
+  const status = computeStatus({
+    clusterName: name,
+    generation,
+    members,
+    f: genesis?.f ?? 0,
+    pods,
+    reports,
+    changes,
+    paused,
+    stalled,
+    previous,
+    now: deps.now(),
+    nextReplicaId: Math.max(previous?.nextReplicaId ?? 0, members.length === 0 ? 0 : Math.max(...members) + 1),
+  });
+  if (!sameStatus(previous, status)) {
+    // A merge patch keeps fields it does not name: what is no longer observed is cleared with null.
+    await rest.mergePatch(paths.bftClusterStatus(namespace, name), { status: { ...status, view: status.view ?? null, leader: status.leader ?? null } });
+    const becameReady = status.conditions?.find((c) => c.type === 'Ready')?.status === 'True' && previous?.conditions?.find((c) => c.type === 'Ready')?.status !== 'True';
+    if (becameReady) deps.event?.(cluster, 'Normal', 'Ready', `all ${members.length} replicas are ready`);
+  }
+  for (const change of changes) deps.logger?.info({ cluster: `${namespace}/${name}`, change }, 'reconciled');
+  const ready = status.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
+  return { requeueAfterMs: ready && changes.length === 0 ? requeueWhenReadyMs : requeueWhileConvergingMs };
+}
+
+function observePod(pod: JsonObject): PodObservation {
+  const conditions = (pod.status?.conditions ?? []) as Array<{ type: string; status: string }>;
+  return {
+    name: String(pod.metadata?.name),
+    phase: String(pod.status?.phase ?? 'Pending'),
+    ready: conditions.some((c) => c.type === 'Ready' && c.status === 'True'),
+    podIp: typeof pod.status?.podIP === 'string' && pod.status.podIP !== '' ? pod.status.podIP : null,
+    deleting: Boolean(pod.metadata?.deletionTimestamp),
+  };
+}
+
+/** The status is written only when it changed; compared with keys sorted, so that field order does not count. */
+function sameStatus(a: BftClusterStatus | undefined, b: BftClusterStatus): boolean {
+  return a !== undefined && canonical(a) === canonical(b);
+}
+
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    return `{${Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([x], [y]) => (x < y ? -1 : 1))
+      .map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(value);
+}

@@ -1,0 +1,176 @@
+// The bftkube operator: watches BftClusters and the pods it made, reconciles each cluster in a per-key
+// work queue while it holds the leader Lease, and serves /healthz, /readyz and /metrics.
+//
+// Environment: KUBECONFIG (else the in-cluster service account), WATCH_NAMESPACE (default: all),
+// POD_NAMESPACE (where the leader Lease lives; default "default"), POD_NAME (the leader identity),
+// ADMIN_HOST / ADMIN_PORT (default 0.0.0.0:8080; in the local node, the pod's own address).
+
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { KubeConfig } from '@kubernetes/client-node';
+import Fastify from 'fastify';
+import pino from 'pino';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { z } from 'zod';
+import { labels } from './specs/names.ts';
+import { reconcile } from './controller/reconcile.ts';
+import type { ReplicaReport } from './controller/status.ts';
+import { eventRecorder } from './kube/events.ts';
+import { LeaderElection } from './kube/lease.ts';
+import { paths } from './kube/paths.ts';
+import { type JsonObject, KubeRest, runListWatch } from './kube/rest.ts';
+import { WorkQueue } from './kube/work-queue.ts';
+
+const logger = pino({ base: { component: 'operator' } });
+
+const reportSchema = z.object({
+  view: z.object({ number: z.int().min(0), f: z.int().min(0), members: z.array(z.object({ id: z.int().min(0) })).max(64) }),
+  leader: z.int().min(0),
+  lastDecidedCid: z.int().min(-1),
+  removedAtCid: z.int().min(-1).nullable().default(null),
+  stateTransfer: z.object({ awaiting: z.boolean() }),
+});
+
+/** A replica's /status, validated: a replica is not trusted to answer sensibly. */
+async function probe(podIp: string): Promise<ReplicaReport | null> {
+  try {
+    const response = await fetch(`http://${podIp}:8000/status`, { signal: AbortSignal.timeout(2_000) });
+    if (!response.ok) return null;
+    const parsed = reportSchema.safeParse(await response.json());
+    return parsed.success ? parsed.data : null;
+  } catch {
+    return null;
+  }
+}
+
+async function main(): Promise<void> {
+  const kubeConfig = new KubeConfig();
+  if (process.env.KUBECONFIG) kubeConfig.loadFromFile(process.env.KUBECONFIG);
+  else kubeConfig.loadFromCluster();
+  const rest = new KubeRest(kubeConfig);
+  const watchNamespace = process.env.WATCH_NAMESPACE || undefined;
+  const identity = process.env.POD_NAME ?? `${hostname()}-${randomUUID().slice(0, 8)}`;
+
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'bftkube_operator_' });
+  const reconciles = new Counter({ name: 'bftkube_operator_reconciles_total', help: 'Reconciliations by outcome', labelNames: ['outcome'], registers: [registry] });
+  const reconcileSeconds = new Histogram({ name: 'bftkube_operator_reconcile_seconds', help: 'Time per reconciliation', registers: [registry], buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 30] });
+  const leading = new Gauge({ name: 'bftkube_operator_leader', help: '1 while this instance holds the leader Lease', registers: [registry] });
+  const queueDepth = new Gauge({ name: 'bftkube_operator_queue_depth', help: 'Keys waiting in the work queue', registers: [registry] });
+
+  const event = eventRecorder(rest, identity, logger);
+  const queue = new WorkQueue(
+    async (key) => {
+      const [namespace, name] = key.split('/') as [string, string];
+      const timer = reconcileSeconds.startTimer();
+      try {
+        const result = await reconcile({ rest, probe, now: () => new Date(), logger, event }, namespace, name);
+        reconciles.inc({ outcome: 'ok' });
+        return result.requeueAfterMs > 0 ? { requeueAfterMs: result.requeueAfterMs } : undefined;
+      } catch (error) {
+        reconciles.inc({ outcome: 'error' });
+        logger.warn({ err: error, cluster: key }, 'reconciliation failed; it is retried with backoff');
+        throw error;
+      } finally {
+        timer();
+        queueDepth.set(queue.stats().waiting);
+      }
+    },
+    { concurrency: 4, retryBaseMs: 500, retryMaxMs: 60_000, keysMax: 10_000 },
+  );
+
+  let watches: AbortController | null = null;
+  let synced = false;
+  const startWatching = (): void => {
+    watches = new AbortController();
+    const signal = watches.signal;
+    const keyOf = (object: JsonObject) => `${object.metadata?.namespace}/${object.metadata?.name}`;
+    void runListWatch(
+      rest,
+      paths.bftClusters(watchNamespace),
+      {},
+      {
+        onList: (items) => {
+          synced = true;
+          for (const item of items) queue.add(keyOf(item));
+        },
+        onEvent: (_type, object) => queue.add(keyOf(object)),
+        onError: (error) => logger.warn({ err: error }, 'the BftCluster watch failed; it lists again after a backoff'),
+      },
+      signal,
+    );
+    const podOwner = (pod: JsonObject): string | null => {
+      const cluster = pod.metadata?.labels?.[labels.cluster];
+      return typeof cluster === 'string' ? `${pod.metadata?.namespace}/${cluster}` : null;
+    };
+    void runListWatch(
+      rest,
+      paths.pods(watchNamespace),
+      { labelSelector: `${labels.managedBy}=bftkube-operator` },
+      {
+        onList: (items) => {
+          for (const item of items) {
+            const key = podOwner(item);
+            if (key !== null) queue.add(key);
+          }
+        },
+        onEvent: (_type, pod) => {
+          const key = podOwner(pod);
+          if (key !== null) queue.add(key);
+        },
+        onError: (error) => logger.warn({ err: error }, 'the pod watch failed; it lists again after a backoff'),
+      },
+      signal,
+    );
+  };
+
+  const election = new LeaderElection({
+    rest,
+    namespace: process.env.POD_NAMESPACE ?? 'default',
+    name: 'bftkube-operator',
+    identity,
+    durationSeconds: 15,
+    renewMs: 5_000,
+    logger,
+    onStartedLeading: () => {
+      leading.set(1);
+      startWatching();
+    },
+    onStoppedLeading: () => {
+      leading.set(0);
+      watches?.abort();
+      watches = null;
+      synced = false;
+    },
+  });
+
+  const admin = Fastify({ logger: false });
+  admin.get('/healthz', async () => ({ ok: true }));
+  admin.get('/readyz', async (_request, reply) => {
+    // A standby instance is ready too: it is up and waits for the lease.
+    const ready = !election.isLeader || synced;
+    return reply.code(ready ? 200 : 503).send({ ready, leader: election.isLeader, synced });
+  });
+  admin.get('/metrics', async (_request, reply) => reply.type(registry.contentType).send(await registry.metrics()));
+  const adminHost = process.env.ADMIN_HOST ?? process.env.POD_IP ?? '0.0.0.0';
+  const adminPort = Number(process.env.ADMIN_PORT ?? 8080);
+  await admin.listen({ host: adminHost, port: adminPort });
+  election.start();
+  logger.info({ identity, watchNamespace: watchNamespace ?? '(all)', admin: `${adminHost}:${adminPort}` }, 'operator started');
+
+  let stopping = false;
+  const shutdown = (): void => {
+    if (stopping) process.exit(1);
+    stopping = true;
+    election.stop();
+    queue.stop();
+    void admin.close().then(() => process.exit(0));
+  };
+  process.on('SIGTERM', shutdown);
+  process.on('SIGINT', shutdown);
+}
+
+main().catch((error: unknown) => {
+  logger.fatal({ err: error }, 'the operator could not start');
+  process.exit(1);
+});

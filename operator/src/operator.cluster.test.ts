@@ -1,0 +1,96 @@
+// The operator as a process against the real control plane: it creates a BftCluster's keys,
+// configuration, services, volumes and replica pods (run by the local node agent), reports the cluster
+// Ready with true columns, heals a deleted pod and a lost volume, and everything it made goes with the
+// BftCluster.
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { eventually, freshNamespace, kubectl } from '../../e2e/test/kube.ts';
+import { crdPath } from './api/crd-file.ts';
+
+const operatorMain = fileURLToPath(new URL('./main.ts', import.meta.url));
+const examples = join(crdPath, '..', 'examples');
+
+let operator: ChildProcess | null = null;
+let namespace = '';
+const operatorLog = join(inject('clusterStateDir'), 'operator-test.log');
+
+/** The operator's own process, on the host: like a Deployment's pod, but one the test can kill -9. */
+function startOperator(): ChildProcess {
+  const log = createWriteStream(operatorLog, { flags: 'a' });
+  const child = spawn(process.execPath, [operatorMain], {
+    env: { ...process.env, KUBECONFIG: inject('clusterKubeconfig'), POD_NAMESPACE: namespace, WATCH_NAMESPACE: namespace, ADMIN_HOST: '127.0.0.1', ADMIN_PORT: '0', POD_NAME: `operator-test-${process.pid}` },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout?.pipe(log, { end: false });
+  child.stderr?.pipe(log, { end: false });
+  return child;
+}
+
+async function stopOperator(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  const child = operator;
+  operator = null;
+  if (child === null || child.exitCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill(signal);
+  await exited;
+}
+
+async function condition(name: string, type: string): Promise<string> {
+  return kubectl(['-n', namespace, 'get', 'bftcluster', name, '-o', `jsonpath={.status.conditions[?(@.type=="${type}")].status}`]);
+}
+
+describe('the operator on a real control plane', () => {
+  beforeAll(async () => {
+    await kubectl(['apply', '--server-side', '-f', crdPath]);
+    await kubectl(['wait', '--for=condition=Established', 'crd/bftclusters.bftkube.dev', '--timeout=60s']);
+    namespace = await freshNamespace('op');
+    operator = startOperator();
+  });
+
+  afterAll(async () => {
+    await stopOperator();
+    await kubectl(['delete', 'namespace', namespace, '--wait=false']);
+  });
+
+  it('creates a 4-replica bft cluster that becomes Ready, with true columns', async () => {
+    await kubectl(['-n', namespace, 'apply', '-f', join(examples, 'bft-4.yaml')]);
+    await kubectl(['-n', namespace, 'wait', '--for=condition=Ready', 'bftcluster/kv', '--timeout=180s']);
+    const table = await kubectl(['-n', namespace, 'get', 'bftclusters']);
+    expect(table).toMatch(/kv\s+4\s+4\s+1\s+0\s+\d\s+True\s/);
+    const pods = await kubectl(['-n', namespace, 'get', 'pods', '-l', 'bftkube.dev/cluster=kv', '-o', 'name']);
+    expect(pods.trim().split('\n').sort()).toEqual(['pod/kv-0', 'pod/kv-1', 'pod/kv-2', 'pod/kv-3']);
+    const secrets = await kubectl(['-n', namespace, 'get', 'secrets', '-l', 'bftkube.dev/cluster=kv', '-o', 'name']);
+    for (const name of ['kv-ca', 'kv-view-manager', 'kv-client', 'kv-operator-client', 'kv-replica-0', 'kv-replica-3']) expect(secrets).toContain(`secret/${name}`);
+    expect(await kubectl(['-n', namespace, 'get', 'pdb', 'kv', '-o', 'jsonpath={.spec.maxUnavailable}'])).toBe('1');
+  });
+
+  it('recreates a deleted replica pod with the same id and volume: Degraded, then Ready again', async () => {
+    await kubectl(['-n', namespace, 'delete', 'pod', 'kv-2', '--wait=false']);
+    await eventually('the cluster reports a replica not ready', 60_000, async () => (await condition('kv', 'Ready')) === 'False');
+    await kubectl(['-n', namespace, 'wait', '--for=condition=Ready', 'bftcluster/kv', '--timeout=180s']);
+    expect(await kubectl(['-n', namespace, 'get', 'pod', 'kv-2', '-o', 'jsonpath={.spec.volumes[?(@.name=="data")].persistentVolumeClaim.claimName}'])).toBe('data-kv-2');
+  });
+
+  it('converges without duplicates after the operator is killed -9 and started again', async () => {
+    await stopOperator('SIGKILL');
+    await kubectl(['-n', namespace, 'delete', 'pod', 'kv-1', '--wait=false']);
+    operator = startOperator();
+    await eventually('kv-1 back', 120_000, async () => (await kubectl(['-n', namespace, 'get', 'pod', 'kv-1', '-o', 'name'])).includes('kv-1'));
+    await kubectl(['-n', namespace, 'wait', '--for=condition=Ready', 'bftcluster/kv', '--timeout=180s']);
+    const secrets = (await kubectl(['-n', namespace, 'get', 'secrets', '-l', 'bftkube.dev/cluster=kv', '-o', 'name'])).trim().split('\n');
+    expect(secrets.length).toBe(new Set(secrets).size);
+    expect(secrets.filter((s) => s.startsWith('secret/kv-ca')).length).toBe(1);
+  });
+
+  it('deleting the BftCluster removes its pods, services, secrets and (retention Delete) volumes', async () => {
+    await kubectl(['-n', namespace, 'delete', 'bftcluster', 'kv', '--wait=true', '--timeout=120s']);
+    await eventually('everything the cluster owned is gone', 120_000, async () => {
+      const left = await kubectl(['-n', namespace, 'get', 'pods,services,secrets,configmaps,pvc,pdb', '-l', 'bftkube.dev/cluster=kv', '-o', 'name']);
+      return left.trim() === '';
+    });
+  });
+});
