@@ -47,12 +47,21 @@ function condition(previous: readonly Condition[] | undefined, now: Date, genera
   return { type, status: value, reason, message, lastTransitionTime, observedGeneration: generation };
 }
 
-/** The view that enough members report to include a correct one (f+1 of it), newest first; else null. */
-export function reportedView(reports: ReadonlyMap<number, ReplicaReport>): ReplicaReport['view'] | null {
-  const views = [...new Map([...reports.values()].map((r) => [r.view.number, r.view])).values()].sort((a, b) => b.number - a.number);
+function sameView(a: ReplicaReport['view'], b: ReplicaReport['view']): boolean {
+  return a.number === b.number && a.f === b.f && a.members.length === b.members.length && a.members.every((m, i) => m.id === b.members[i]?.id);
+}
+
+/**
+ * The view that enough of its members report, exactly, to include a correct one (f+1 of it), newest first;
+ * else null. A report is its sender's word: a view is keyed by its whole content, not its number, or one
+ * Byzantine replica could give the view the others vouch for other members; and the bar is never below
+ * `f`, the f the operator knows, or it could report a view of itself alone with f=0 and vouch for it.
+ */
+export function reportedView(reports: ReadonlyMap<number, ReplicaReport>, f: number): ReplicaReport['view'] | null {
+  const views = [...reports.values()].map((r) => r.view).filter((v, i, all) => all.findIndex((w) => sameView(v, w)) === i).sort((a, b) => b.number - a.number);
   for (const view of views) {
-    const vouching = [...reports].filter(([id, r]) => r.view.number >= view.number && view.members.some((m) => m.id === id)).length;
-    if (vouching >= view.f + 1) return view;
+    const vouching = [...reports].filter(([id, r]) => sameView(r.view, view) && view.members.some((m) => m.id === id)).length;
+    if (vouching >= Math.max(view.f, f) + 1) return view;
   }
   return null;
 }
@@ -62,8 +71,8 @@ export function computeStatus(o: Observations): BftClusterStatus {
   const n = o.members.length;
   const ready = o.members.filter((id) => o.pods.get(id)?.ready === true);
   const notReady = o.members.filter((id) => !ready.includes(id));
-  const view = reportedView(o.reports);
-  const leaderReports = [...o.reports.values()].filter((r) => r.view.number === view?.number).map((r) => r.leader);
+  const view = reportedView(o.reports, o.f);
+  const leaderReports = [...o.reports.values()].filter((r) => view !== null && sameView(r.view, view)).map((r) => r.leader);
   const leader = mostCommon(leaderReports);
   const quorum = n - o.f;
   const transferring = o.members.filter((id) => o.reports.get(id)?.stateTransfer.awaiting === true);
