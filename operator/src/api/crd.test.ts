@@ -1,13 +1,14 @@
 import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { crdPath } from './crd-file.ts';
+import { crdPaths } from './crd-file.ts';
 import { buildCrd, renderCrdYaml } from './crd.ts';
 import { bftClusterSpecSchema } from './bftcluster.ts';
 
 describe('the BftCluster CRD', () => {
-  it('in crds/ is what the zod schemas generate (run `npm run generate:crd` after changing them)', async () => {
-    expect(await readFile(crdPath, 'utf8')).toBe(renderCrdYaml());
+  it('in crds/ and in the chart is what the zod schemas generate (run `npm run generate:crd` after changing them)', async () => {
+    const generated = renderCrdYaml();
+    for (const path of crdPaths) expect(await readFile(path, 'utf8'), path).toBe(generated);
   });
 
   it('is structural: every schema node has a type, no $schema or propertyNames, maps of unknown values preserved', () => {

@@ -1,7 +1,12 @@
-// npm run generate:crd: writes crds/bftclusters.bftkube.dev.yaml from the zod schemas.
-import { writeFile } from 'node:fs/promises';
-import { crdPath } from './crd-file.ts';
+// npm run generate:crd: writes the CRD from the zod schemas to crds/ and to the operator's chart.
+import { mkdir, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { crdPaths } from './crd-file.ts';
 import { renderCrdYaml } from './crd.ts';
 
-await writeFile(crdPath, renderCrdYaml());
-process.stdout.write(`wrote ${crdPath}\n`);
+const text = renderCrdYaml();
+for (const path of crdPaths) {
+  await mkdir(dirname(path), { recursive: true });
+  await writeFile(path, text);
+  process.stdout.write(`wrote ${path}\n`);
+}
