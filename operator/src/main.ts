@@ -3,7 +3,9 @@
 //
 // Environment: KUBECONFIG (else the in-cluster service account), WATCH_NAMESPACE (default: all),
 // POD_NAMESPACE (where the leader Lease lives; default "default"), POD_NAME (the leader identity),
-// ADMIN_HOST / ADMIN_PORT (default 0.0.0.0:8080; in the local node, the pod's own address).
+// LEASE_NAME / LEASE_DURATION_SECONDS (default bftkube-operator, 15), LOG_LEVEL (default info),
+// ADMIN_HOST / ADMIN_PORT (default POD_IP or 0.0.0.0, 8080: in the local node, pods share one network
+// namespace and each binds its own address).
 
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -16,12 +18,33 @@ import { labels } from './specs/names.ts';
 import { reconcile } from './controller/reconcile.ts';
 import type { ReplicaReport } from './controller/status.ts';
 import { eventRecorder } from './kube/events.ts';
+import { killAfterWritesFrom, killingAfterWrites } from './kube/fault-injection.ts';
 import { LeaderElection } from './kube/lease.ts';
 import { paths } from './kube/paths.ts';
 import { type JsonObject, KubeRest, runListWatch } from './kube/rest.ts';
 import { WorkQueue } from './kube/work-queue.ts';
 
-const logger = pino({ base: { component: 'operator' } });
+const environmentSchema = z.object({
+  KUBECONFIG: z.string().min(1).optional(),
+  WATCH_NAMESPACE: z.string().max(63).optional(),
+  POD_NAMESPACE: z.string().min(1).max(63).default('default'),
+  POD_NAME: z.string().min(1).max(253).optional(),
+  POD_IP: z.string().min(1).max(64).optional(),
+  LEASE_NAME: z.string().min(1).max(253).default('bftkube-operator'),
+  LEASE_DURATION_SECONDS: z.coerce.number().int().min(5).max(300).default(15),
+  LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
+  ADMIN_HOST: z.string().min(1).max(253).optional(),
+  ADMIN_PORT: z.coerce.number().int().min(0).max(65_535).default(8080),
+});
+
+const parsedEnvironment = environmentSchema.safeParse(process.env);
+if (!parsedEnvironment.success) {
+  const issue = parsedEnvironment.error.issues[0];
+  process.stderr.write(`bftkube-operator: BFT_ERR_CONFIG_INVALID: environment variable ${String(issue?.path[0])}: ${issue?.message}; fix the Deployment's env\n`);
+  process.exit(2);
+}
+const environment = parsedEnvironment.data;
+const logger = pino({ base: { component: 'operator' }, level: environment.LOG_LEVEL });
 
 const reportSchema = z.object({
   view: z.object({ number: z.int().min(0), f: z.int().min(0), members: z.array(z.object({ id: z.int().min(0) })).max(64) }),
@@ -45,11 +68,14 @@ async function probe(podIp: string): Promise<ReplicaReport | null> {
 
 async function main(): Promise<void> {
   const kubeConfig = new KubeConfig();
-  if (process.env.KUBECONFIG) kubeConfig.loadFromFile(process.env.KUBECONFIG);
+  if (environment.KUBECONFIG !== undefined) kubeConfig.loadFromFile(environment.KUBECONFIG);
   else kubeConfig.loadFromCluster();
   const rest = new KubeRest(kubeConfig);
-  const watchNamespace = process.env.WATCH_NAMESPACE || undefined;
-  const identity = process.env.POD_NAME ?? `${hostname()}-${randomUUID().slice(0, 8)}`;
+  const killAfterWrites = killAfterWritesFrom(process.env);
+  // Only reconciliation's writes count toward an injected crash (tests of "killed between two steps").
+  const reconcileRest = killAfterWrites === null ? rest : killingAfterWrites(rest, killAfterWrites);
+  const watchNamespace = environment.WATCH_NAMESPACE || undefined;
+  const identity = environment.POD_NAME ?? `${hostname()}-${randomUUID().slice(0, 8)}`;
 
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'bftkube_operator_' });
@@ -61,10 +87,12 @@ async function main(): Promise<void> {
   const event = eventRecorder(rest, identity, logger);
   const queue = new WorkQueue(
     async (key) => {
+      // A key queued before leadership was lost is dropped: the next leader lists everything again.
+      if (!election.isLeader) return undefined;
       const [namespace, name] = key.split('/') as [string, string];
       const timer = reconcileSeconds.startTimer();
       try {
-        const result = await reconcile({ rest, probe, now: () => new Date(), logger, event }, namespace, name);
+        const result = await reconcile({ rest: reconcileRest, probe, now: () => new Date(), logger, event }, namespace, name);
         reconciles.inc({ outcome: 'ok' });
         return result.requeueAfterMs > 0 ? { requeueAfterMs: result.requeueAfterMs } : undefined;
       } catch (error) {
@@ -126,11 +154,12 @@ async function main(): Promise<void> {
 
   const election = new LeaderElection({
     rest,
-    namespace: process.env.POD_NAMESPACE ?? 'default',
-    name: 'bftkube-operator',
+    namespace: environment.POD_NAMESPACE,
+    name: environment.LEASE_NAME,
     identity,
-    durationSeconds: 15,
-    renewMs: 5_000,
+    durationSeconds: environment.LEASE_DURATION_SECONDS,
+    // Renew at a third of the duration: two renewals may fail before another instance may take over.
+    renewMs: Math.floor((environment.LEASE_DURATION_SECONDS * 1000) / 3),
     logger,
     onStartedLeading: () => {
       leading.set(1);
@@ -152,8 +181,8 @@ async function main(): Promise<void> {
     return reply.code(ready ? 200 : 503).send({ ready, leader: election.isLeader, synced });
   });
   admin.get('/metrics', async (_request, reply) => reply.type(registry.contentType).send(await registry.metrics()));
-  const adminHost = process.env.ADMIN_HOST ?? process.env.POD_IP ?? '0.0.0.0';
-  const adminPort = Number(process.env.ADMIN_PORT ?? 8080);
+  const adminHost = environment.ADMIN_HOST ?? environment.POD_IP ?? '0.0.0.0';
+  const adminPort = environment.ADMIN_PORT;
   await admin.listen({ host: adminHost, port: adminPort });
   election.start();
   logger.info({ identity, watchNamespace: watchNamespace ?? '(all)', admin: `${adminHost}:${adminPort}` }, 'operator started');
@@ -162,9 +191,8 @@ async function main(): Promise<void> {
   const shutdown = (): void => {
     if (stopping) process.exit(1);
     stopping = true;
-    election.stop();
     queue.stop();
-    void admin.close().then(() => process.exit(0));
+    void Promise.allSettled([election.release(), admin.close()]).then(() => process.exit(0));
   };
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', shutdown);

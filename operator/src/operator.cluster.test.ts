@@ -3,40 +3,25 @@
 // Ready with true columns, heals a deleted pod and a lost volume, and everything it made goes with the
 // BftCluster.
 
-import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, freshNamespace, kubectl } from '../../e2e/test/kube.ts';
 import { crdPath } from './api/crd-file.ts';
+import { OperatorProcess } from './testing/operator-process.ts';
 
-const operatorMain = fileURLToPath(new URL('./main.ts', import.meta.url));
 const examples = join(crdPath, '..', 'examples');
 
-let operator: ChildProcess | null = null;
+let operator: OperatorProcess | null = null;
 let namespace = '';
-const operatorLog = join(inject('clusterStateDir'), 'operator-test.log');
 
-/** The operator's own process, on the host: like a Deployment's pod, but one the test can kill -9. */
-function startOperator(): ChildProcess {
-  const log = createWriteStream(operatorLog, { flags: 'a' });
-  const child = spawn(process.execPath, [operatorMain], {
-    env: { ...process.env, KUBECONFIG: inject('clusterKubeconfig'), POD_NAMESPACE: namespace, WATCH_NAMESPACE: namespace, ADMIN_HOST: '127.0.0.1', ADMIN_PORT: '0', POD_NAME: `operator-test-${process.pid}` },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  child.stdout?.pipe(log, { end: false });
-  child.stderr?.pipe(log, { end: false });
-  return child;
+function startOperator(): OperatorProcess {
+  return new OperatorProcess({ namespace, identity: `operator-test-${process.pid}`, logName: 'operator-test.log' });
 }
 
 async function stopOperator(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  const child = operator;
+  const stopping = operator;
   operator = null;
-  if (child === null || child.exitCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill(signal);
-  await exited;
+  await stopping?.stop(signal);
 }
 
 async function condition(name: string, type: string): Promise<string> {
@@ -76,10 +61,16 @@ describe('the operator on a real control plane', () => {
   });
 
   it('converges without duplicates after the operator is killed -9 and started again', async () => {
+    const uidBefore = await kubectl(['-n', namespace, 'get', 'pod', 'kv-1', '-o', 'jsonpath={.metadata.uid}']);
     await stopOperator('SIGKILL');
-    await kubectl(['-n', namespace, 'delete', 'pod', 'kv-1', '--wait=false']);
+    await kubectl(['-n', namespace, 'delete', 'pod', 'kv-1', '--wait=true', '--timeout=60s']);
     operator = startOperator();
-    await eventually('kv-1 back', 120_000, async () => (await kubectl(['-n', namespace, 'get', 'pod', 'kv-1', '-o', 'name'])).includes('kv-1'));
+    await eventually('a new kv-1', 120_000, async () => {
+      const uid = await kubectl(['-n', namespace, 'get', 'pod', 'kv-1', '-o', 'jsonpath={.metadata.uid}']).catch(() => '');
+      return uid !== '' && uid !== uidBefore;
+    });
+    await kubectl(['-n', namespace, 'wait', '--for=condition=Ready', 'pod/kv-1', '--timeout=120s']);
+    await eventually('the cluster reports all 4 ready again', 120_000, async () => (await kubectl(['-n', namespace, 'get', 'bftcluster', 'kv', '-o', 'jsonpath={.status.readyReplicas}'])) === '4');
     await kubectl(['-n', namespace, 'wait', '--for=condition=Ready', 'bftcluster/kv', '--timeout=180s']);
     const secrets = (await kubectl(['-n', namespace, 'get', 'secrets', '-l', 'bftkube.dev/cluster=kv', '-o', 'name'])).trim().split('\n');
     expect(secrets.length).toBe(new Set(secrets).size);

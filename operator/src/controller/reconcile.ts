@@ -43,6 +43,18 @@ export interface ReconcileResult {
 const freshVolumeAnnotation = 'bftkube.dev/fresh-volume-in-running-cluster';
 /** The genesis view, recorded once in the ConfigMap: the replicas' configurations name it forever. */
 const genesisKey = 'genesis.json';
+/** The replica ids whose volumes have existed, recorded in the ConfigMap (JSON array). */
+const volumesKey = 'volumes.json';
+
+function parseVolumeRecord(text: unknown): number[] {
+  if (typeof text !== 'string') return [];
+  try {
+    const parsed: unknown = JSON.parse(text);
+    return Array.isArray(parsed) ? parsed.filter((id): id is number => Number.isInteger(id) && id >= 0) : [];
+  } catch {
+    return [];
+  }
+}
 
 const requeueWhileConvergingMs = 3_000;
 const requeueWhenReadyMs = 30_000;
@@ -71,6 +83,22 @@ async function createIfAbsent(rest: ReconcileDeps['rest'], object: KubeObject, c
     if (isConflict(error)) return false;
     throw error;
   }
+}
+
+/** The hash of what the operator last applied to an object: reapplied only when the wanted manifest differs. */
+const appliedHashAnnotation = 'bftkube.dev/applied-hash';
+
+/**
+ * Server-side apply, skipped when the live object carries the hash of this very manifest: a pass that
+ * changes nothing writes nothing (no resourceVersion churn, no watch events that would requeue us).
+ */
+async function applyIfChanged(rest: ReconcileDeps['rest'], manifest: KubeObject): Promise<boolean> {
+  const hash = hashOf(canonical(manifest));
+  const live = await getOrNull(rest, pathOf(manifest));
+  if (live?.metadata?.annotations?.[appliedHashAnnotation] === hash) return false;
+  const annotated: KubeObject = { ...manifest, metadata: { ...manifest.metadata, annotations: { ...manifest.metadata.annotations, [appliedHashAnnotation]: hash } } };
+  await rest.apply(pathOf(manifest), annotated, fieldManager);
+  return true;
 }
 
 export async function reconcile(deps: ReconcileDeps, namespace: string, name: string): Promise<ReconcileResult> {
@@ -132,32 +160,53 @@ export async function reconcile(deps: ReconcileDeps, namespace: string, name: st
       viewManager[keyFiles.signingPublic] ?? '',
     );
     const files: Record<string, string> = { [genesisKey]: JSON.stringify(genesis), 'public-keys.json': publicKeys };
+    if (existingConfig?.data?.[volumesKey] !== undefined) files[volumesKey] = String(existingConfig.data[volumesKey]);
     for (const id of members) files[configFileName(id)] = `${JSON.stringify(replicaConfig(cluster, spec, genesis), null, 2)}\n`;
     const wantedConfig = configMap(cluster, files);
-    if (JSON.stringify(existingConfig?.data ?? {}) !== JSON.stringify(files)) {
+    if (canonical(existingConfig?.data ?? {}) !== canonical(files)) {
       await rest.apply(paths.configMap(namespace, configMapName(name)), wantedConfig, fieldManager);
       changes.push(existingConfig === null ? 'created the configuration' : 'updated the configuration');
     }
 
-    // 3. Services and the disruption budget: applied every pass (idempotent).
+    // 3. Services and the disruption budget, applied when what we want of them changed.
     const applied: KubeObject[] = [peerService(cluster), clientService(cluster)];
     if (spec.disruptionBudget.enabled) applied.push(disruptionBudget(cluster, genesis.f));
-    for (const manifest of applied) await rest.apply(pathOf(manifest), manifest, fieldManager);
+    for (const manifest of applied) {
+      if (await applyIfChanged(rest, manifest)) changes.push(`applied ${manifest.kind} ${manifest.metadata.name}`);
+    }
 
-    // 4. One volume and one pod per replica id, recreated with the same id when lost.
-    const clusterHasRun = existingConfig !== null;
+    // 4. One volume per replica id. A volume is recorded once it exists; a recorded volume that is gone
+    // belonged to a replica that may have voted, so its replacement starts amnesic and catches up by state
+    // transfer. Whether the cluster "has run" would not do: a crash between writing the configuration
+    // and creating the first volumes would make every replica of a new cluster amnesic, and none could
+    // ever answer the others' state transfer.
+    const recordedVolumes = new Set<number>(parseVolumeRecord(existingConfig?.data?.[volumesKey]));
+    const claims = new Map<number, JsonObject | null>();
     for (const id of members) {
       const claimName = dataClaimName(name, id);
       let claim = await getOrNull(rest, paths.claim(namespace, claimName));
       if (claim === null) {
         const manifest = dataClaim(cluster, spec, id);
-        const annotated: KubeObject = clusterHasRun ? { ...manifest, metadata: { ...manifest.metadata, annotations: { [freshVolumeAnnotation]: 'true' } } } : manifest;
+        const lost = recordedVolumes.has(id);
+        const annotated: KubeObject = lost ? { ...manifest, metadata: { ...manifest.metadata, annotations: { [freshVolumeAnnotation]: 'true' } } } : manifest;
         if (await createIfAbsent(rest, annotated, paths.claims(namespace))) {
-          changes.push(`created PersistentVolumeClaim ${claimName}${clusterHasRun ? ' (empty: its replica recovers by state transfer)' : ''}`);
-          if (clusterHasRun) deps.event?.(cluster, 'Warning', 'VolumeRecreated', `replica ${id}'s volume was gone; a new one was created and the replica will catch up from its peers`);
+          changes.push(`created PersistentVolumeClaim ${claimName}${lost ? ' (empty: its replica recovers by state transfer)' : ''}`);
+          if (lost) deps.event?.(cluster, 'Warning', 'VolumeRecreated', `replica ${id}'s volume was gone; a new one was created and the replica will catch up from its peers`);
         }
         claim = await getOrNull(rest, paths.claim(namespace, claimName));
       }
+      claims.set(id, claim);
+    }
+    const volumes = [...new Set([...recordedVolumes, ...[...claims].filter(([, claim]) => claim !== null).map(([id]) => id)])].sort((a, b) => a - b);
+    if (volumes.length !== recordedVolumes.size) {
+      files[volumesKey] = JSON.stringify(volumes);
+      await rest.apply(paths.configMap(namespace, configMapName(name)), configMap(cluster, files), fieldManager);
+    }
+
+    // 5. One pod per replica id, recreated with the same id and volume when lost.
+    const clusterHasRun = existingConfig !== null;
+    for (const id of members) {
+      const claim = claims.get(id) ?? null;
       if (claim?.metadata?.deletionTimestamp) continue;
       const podName = replicaPodName(name, id);
       const pod = await getOrNull(rest, paths.pod(namespace, podName));
@@ -187,7 +236,7 @@ export async function reconcile(deps: ReconcileDeps, namespace: string, name: st
     }
   }
 
-  // 5. Observe the replicas themselves.
+  // 6. Observe the replicas themselves.
   const reports = new Map<number, ReplicaReport>();
   await Promise.all(
     [...pods].map(async ([id, pod]) => {

@@ -46,6 +46,25 @@ export class LeaderElection {
     this.setLeading(false);
   }
 
+  /**
+   * Stops, and if this instance held the lease, gives it up (empty holder) so that a standby takes over
+   * at once instead of after the lease's duration: what a graceful shutdown or a rolling update wants.
+   */
+  async release(): Promise<void> {
+    const wasLeading = this.leading;
+    this.stop();
+    if (!wasLeading) return;
+    const { rest, namespace, name, identity } = this.options;
+    try {
+      const lease = await rest.get(paths.lease(namespace, name));
+      if (lease.spec?.holderIdentity !== identity) return;
+      await rest.put(paths.lease(namespace, name), { ...lease, spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1, renewTime: microTime(new Date()) } });
+    } catch (error) {
+      // The lease then simply expires: the successor waits for its duration.
+      this.options.logger?.warn({ err: error }, 'leader election: the lease could not be released');
+    }
+  }
+
   private async tick(): Promise<void> {
     if (this.stopped) return;
     try {

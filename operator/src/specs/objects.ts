@@ -180,6 +180,8 @@ export function replicaPod(cluster: ClusterRef, spec: BftClusterSpec, id: number
       subdomain: peerServiceName(cluster.name),
       restartPolicy: 'Always',
       terminationGracePeriodSeconds: 30,
+      // Replicas never talk to the API server: no token in their pods.
+      automountServiceAccountToken: false,
       securityContext: { runAsNonRoot: true, runAsUser: 10001, runAsGroup: 10001, fsGroup: 10001, seccompProfile: { type: 'RuntimeDefault' } },
       containers: [
         {
