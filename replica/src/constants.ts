@@ -164,6 +164,15 @@ export const limits = {
   clientRetransmitMsMax: 60_000,
   /** Longest a client lets a caller wait for an ordered or unordered result. */
   clientTimeoutMsMax: 3_600_000,
+  // Connection files and key folders of applications (replica/src/client/connection.ts).
+  /** A connection file (client.json) larger than this is refused: membersMax members with DNS names take about 20 KiB. */
+  connectionFileBytesMax: 64 * 1024,
+  /** One file of a client's key folder (a PEM certificate or key, client-id, signing.pub); larger is refused. */
+  clientKeyFileBytesMax: 64 * 1024,
+  /** Characters of a client session name, the part after `<certificate client id>/` (a UUID has 36). */
+  clientSessionLengthMax: 63,
+  /** Entries a key-value scan asks for when the caller does not say. */
+  kvScanEntriesDefault: 100,
   // The write-ahead log (replica/src/storage/wal.ts).
   /** A segment file is rolled once the next record would take it past this size (configurable lower). */
   walSegmentBytesDefault: 64 * mebibyte,

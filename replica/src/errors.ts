@@ -10,6 +10,13 @@ export const errorCodes = {
   BFT_ERR_TRANSPORT_LISTEN: 'the transport cannot listen on its address',
   BFT_ERR_SNAPSHOT_INVALID: 'a service snapshot is corrupt or not in the expected format',
   BFT_ERR_KV_OPERATION_INVALID: 'a key-value operation is outside what replicas accept',
+  BFT_ERR_KV_REFUSED: 'the key-value service refused the operation (its reason follows); fix the operation, e.g. send writes ordered',
+  BFT_ERR_KV_STORE_FULL: 'the key-value store is at its size bound; delete keys before writing more',
+  BFT_ERR_KV_RESULT_INVALID:
+    'a quorum of replicas answered with something that is not a key-value result: check that the cluster runs the key-value service',
+  BFT_ERR_KV_VALUE_NOT_TEXT: 'the value is not valid UTF-8 text; read it as bytes instead',
+  BFT_ERR_CONNECTION_INVALID:
+    "the connection file (client.json) is missing, too large or malformed; take it from the cluster's ConfigMap <cluster>-config (key client.json) or the folder of `bftkube local`",
   BFT_ERR_SIGNING_KEY_INVALID: 'an Ed25519 signing or verification key is malformed or of another type',
   BFT_ERR_OVERLOADED: 'the component is at its bound and sheds load; retry later or lower the offered load',
   BFT_ERR_WORKER_FAILED: 'a worker thread died; its in-flight work was abandoned and may be retried',

@@ -3,11 +3,12 @@
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, createWriteStream, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FaultMode } from '../core/quorum.ts';
 import { maxFaults } from '../core/quorum.ts';
+import { connectionFileName, readConnectionFile, renderConnectionFile } from '../client/connection.ts';
 import type { ReplicaEndpoint } from '../client/transport.ts';
 import { BftError } from '../errors.ts';
 import type { Member } from '../protocol/reconfiguration.ts';
@@ -16,6 +17,8 @@ import { generateLocalKeys, loadPublicKeys } from '../server/keys.ts';
 const mainScript = fileURLToPath(new URL('./main.ts', import.meta.url));
 /** Where prepare() records the cluster's options, for LocalCluster.open. */
 const optionsFileName = 'local-cluster.json';
+/** The cluster name of every local cluster: its certificates' organisation and its connection file's `cluster`. */
+const localClusterName = 'local';
 /** The client certificate a local cluster issues for its View Manager (bftkube view, tests). */
 export const viewManagerClientName = 'admin';
 const replicaPort = 11000;
@@ -115,7 +118,7 @@ export class LocalCluster {
     await writeFile(join(this.options.dir, optionsFileName), `${JSON.stringify(this.options, null, 2)}\n`);
     await generateLocalKeys({
       dir: this.keysDir,
-      clusterName: 'local',
+      clusterName: localClusterName,
       replicas: this.replicas.map((r) => ({ id: r.id, dnsNames: ['localhost'], ipAddresses: [r.host] })),
       clients: this.clientNames,
     });
@@ -125,6 +128,24 @@ export class LocalCluster {
       members: this.replicas.map((r) => ({ id: r.id, host: r.host, port: r.port, adminPort })),
     };
     for (const replica of this.replicas) await this.writeConfig(replica, genesis, false);
+    await this.writeConnectionFile({ ...genesis, f: this.view.f });
+  }
+
+  /** The connection file applications use (`bftkube kv`, openKvClient): beside the keys folder. */
+  get connectionFile(): string {
+    return join(this.options.dir, connectionFileName);
+  }
+
+  /**
+   * Writes client.json for `view`, unless the file already names a newer view. Clients follow newer views
+   * by themselves; a current file only spares them the detour through members that may have left.
+   */
+  async writeConnectionFile(view: { readonly number: number; readonly mode: FaultMode; readonly f: number; readonly members: readonly { id: number; host: string; port: number }[] }): Promise<void> {
+    const existing = await readConnectionFile(this.connectionFile).catch(() => null);
+    if (existing !== null && existing.view.number > view.number) return;
+    const partial = `${this.connectionFile}.partial`;
+    await writeFile(partial, renderConnectionFile({ cluster: localClusterName, view }));
+    await rename(partial, this.connectionFile);
   }
 
   private async writeConfig(
@@ -134,7 +155,7 @@ export class LocalCluster {
   ): Promise<void> {
     const config = {
       replicaId: replica.id,
-      cluster: { name: 'local', view },
+      cluster: { name: localClusterName, view },
       listen: { host: replica.host, port: replica.port, adminHost: replica.host, adminPort },
       keysDir: this.keysDir,
       dataDir: this.dataDir(replica.id),
@@ -161,7 +182,7 @@ export class LocalCluster {
    */
   async createReplicaKeys(id: number): Promise<Member> {
     const endpoint = this.endpointFor(id);
-    await generateLocalKeys({ dir: this.keysDir, clusterName: 'local', replicas: [{ id, dnsNames: ['localhost'], ipAddresses: [endpoint.host] }], clients: [] });
+    await generateLocalKeys({ dir: this.keysDir, clusterName: localClusterName, replicas: [{ id, dnsNames: ['localhost'], ipAddresses: [endpoint.host] }], clients: [] });
     const publicKey = (await loadPublicKeys(this.keysDir)).replicaPublicKeys.get(id);
     if (publicKey === undefined) throw new BftError('BFT_ERR_KEYS_INVALID', `no public key was made for replica ${id}`);
     return { ...endpoint, publicKey };
@@ -185,6 +206,7 @@ export class LocalCluster {
     // Never started before (ids are never reused), it cannot have voted: not amnesic. Should it lose its
     // disk later, start it with joinsRunningCluster.
     await this.writeConfig(replica, { number: view.number, mode: view.mode, f: view.f, members: view.members.map((m) => ({ id: m.id, host: m.host, port: m.port, adminPort: m.adminPort })) }, false);
+    await this.writeConnectionFile(view);
     return replica;
   }
 

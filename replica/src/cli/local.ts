@@ -85,6 +85,7 @@ export async function runLocal(args: string[]): Promise<void> {
   out(`\r  demo: ${writes} writes and ${reads} reads in ${seconds.toFixed(1)} s, every read saw its write (${Math.round((writes + reads) / seconds)} ops/s)`);
   await client.close();
   for (const replica of cluster.replicas) out(`  replica ${replica.id}: ${replica.adminUrl}/status  ${replica.adminUrl}/metrics  (log ${replica.logFile})`);
+  out(`  key-value from the command line: node replica/src/cli/main.ts kv get demo/0  (connection file ${cluster.connectionFile})`);
   if (values['exit-after-demo']) return stop(0);
   out('the cluster keeps running; Ctrl-C stops it');
 }

@@ -3,6 +3,7 @@
 //   bftkube replica --config FILE        (BFTKUBE_* environment variables override the file)
 //   bftkube local [--replicas 4] [--mode bft|crash] [--dir DIR] [--demo-seconds 10] [--exit-after-demo]
 //   bftkube view show|add|remove|set-f [--dir DIR] [--id N] [--f F]   (the View Manager of a local cluster)
+//   bftkube kv get|put|delete|cas|scan ... [--connection FILE] [--keys DIR] [--client NAME]   (client/kv-client.ts)
 
 import { parseArgs } from 'node:util';
 import { BftError } from '../errors.ts';
@@ -13,6 +14,8 @@ const usage = `usage:
   bftkube replica --config FILE
   bftkube local [--replicas 4] [--mode bft|crash] [--dir DIR] [--demo-seconds 10] [--exit-after-demo]
   bftkube view show|add|remove|set-f [--dir DIR] [--id N] [--f F] [--timeout-seconds 60]
+  bftkube kv get KEY | put KEY VALUE | delete KEY | cas KEY EXPECTED VALUE | cas KEY --expect-absent VALUE | scan [FROM [TO]] [--limit N]
+            [--connection FILE] [--keys DIR] [--client NAME] [--ordered] [--json] [--timeout-seconds 30]
 `;
 
 async function keysCommand(args: string[]): Promise<void> {
@@ -75,6 +78,10 @@ async function main(): Promise<void> {
     case 'view': {
       const { runView } = await import('./view.ts');
       return runView(args);
+    }
+    case 'kv': {
+      const { runKv } = await import('./kv.ts');
+      return runKv(args);
     }
     case 'help':
     case '--help':

@@ -2,6 +2,7 @@
 // whose key directory holds the View Manager's key). It reads the current view from the replicas' /status,
 // signs the change, orders it through the cluster, and waits until f+1 members of the new view run it.
 // An added replica is started in the background (its pid in replica-<id>.pid); a removed one is stopped.
+// The folder's client.json (the connection file of `bftkube kv`) is rewritten with the new view.
 
 import { randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
@@ -96,6 +97,8 @@ export async function runView(args: string[]): Promise<void> {
     }
     const next: ViewDescription = await viewManager.reconfigure(operations, { timeoutMs });
     out(`view ${next.number}: ${next.mode}, f=${next.f}, members ${next.members.map((m) => m.id).join(', ')}`);
+    // New clients start from the new view (running ones follow it by themselves).
+    await cluster.writeConnectionFile(next);
     if (added !== null) {
       await cluster.addReplica(added, next);
       const pid = cluster.startDetached(added);
