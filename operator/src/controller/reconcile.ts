@@ -20,7 +20,8 @@ import {
   replicaPod,
   secret,
 } from '../specs/objects.ts';
-import { type ClusterRef, clientIds, configMapName, dataClaimName, fieldManager, replicaPodName, replicaSecretName, secretNames } from '../specs/names.ts';
+import { connectionFileName, renderConnectionFile } from '../../../replica/src/client/connection.ts';
+import { type ClusterRef, clientIds, replicaDnsName, replicaPort, configMapName, dataClaimName, fieldManager, replicaPodName, replicaSecretName, secretNames } from '../specs/names.ts';
 import { type SecretData, caOf, hashOf, keyFiles, newClientKeys, newClusterCa, newReplicaKeys, newViewManagerKey, publicKeysFile } from './keys.ts';
 import { type PodObservation, type ReplicaReport, computeStatus } from './status.ts';
 
@@ -162,6 +163,12 @@ export async function reconcile(deps: ReconcileDeps, namespace: string, name: st
     const files: Record<string, string> = { [genesisKey]: JSON.stringify(genesis), 'public-keys.json': publicKeys };
     if (existingConfig?.data?.[volumesKey] !== undefined) files[volumesKey] = String(existingConfig.data[volumesKey]);
     for (const id of members) files[configFileName(id)] = `${JSON.stringify(replicaConfig(cluster, spec, genesis), null, 2)}\n`;
+    // What applications connect with (with the Secret <cluster>-client): any view the cluster had will do,
+    // since clients follow newer views by themselves.
+    files[connectionFileName] = renderConnectionFile({
+      cluster: name,
+      view: { number: genesis.number, mode: spec.faultModel, f: genesis.f, members: genesis.members.map((id) => ({ id, host: replicaDnsName(name, namespace, id), port: replicaPort })) },
+    });
     const wantedConfig = configMap(cluster, files);
     if (canonical(existingConfig?.data ?? {}) !== canonical(files)) {
       await rest.apply(paths.configMap(namespace, configMapName(name)), wantedConfig, fieldManager);

@@ -13,6 +13,7 @@ export const paths = {
   pod: (namespace: string, name: string) => `${core(namespace, 'pods')}/${encodeURIComponent(name)}`,
   secrets: (namespace: string) => core(namespace, 'secrets'),
   secret: (namespace: string, name: string) => `${core(namespace, 'secrets')}/${encodeURIComponent(name)}`,
+  configMaps: (namespace: string) => core(namespace, 'configmaps'),
   configMap: (namespace: string, name: string) => `${core(namespace, 'configmaps')}/${encodeURIComponent(name)}`,
   service: (namespace: string, name: string) => `${core(namespace, 'services')}/${encodeURIComponent(name)}`,
   claims: (namespace: string) => core(namespace, 'persistentvolumeclaims'),
