@@ -2,7 +2,7 @@
 //
 // The connection file `client.json` names the cluster and a view to start from:
 //   {"cluster":"kv","view":{"number":0,"mode":"bft","f":1,"members":[{"id":0,"host":"kv-0.kv-replicas.ns.svc.cluster.local","port":7000}, ...]}}
-// The operator is to publish it in the ConfigMap `<cluster>-config` (key `client.json`); `bftkube local`
+// The operator publishes it in the ConfigMap `<cluster>-config` (key `client.json`); `bftkube local`
 // writes it into its folder. Both render it with renderConnectionFile, so that they agree byte for byte. Any view the cluster once had
 // will do: the client asks the replicas for newer views and moves to them by itself (DESIGN §3), as long
 // as f+1 members of the file's view still answer.
