@@ -116,6 +116,8 @@ export const limits = {
   /** Reconnect backoff: the first retry waits about this long, doubling per failure up to the maximum. */
   reconnectDelayMinMs: 50,
   reconnectDelayMaxMs: 5_000,
+  /** A peer that connects to us cuts our backoff toward it short, at most this often. */
+  peerReturnRedialIntervalMinMs: 1_000,
   // The key-value service (replica/src/service/kv.ts).
   /** Longest key, in UTF-8 bytes. */
   kvKeyBytesMax: 1024,

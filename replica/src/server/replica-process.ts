@@ -1,6 +1,7 @@
 // One replica as a process: configuration and keys in; the TLS transport, the verification pool, the
 // core, the driver, the service and the admin server wired together; a clean stop on SIGTERM.
 
+import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import type { Member, Membership } from '../core/reconfiguration.ts';
@@ -245,6 +246,8 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
     me,
     listenHost: config.listen.host,
     listenPort: config.listen.port,
+    // Listening on one address: connect out from it too, so that peers see where this replica is.
+    ...(isIP(config.listen.host) !== 0 && !['0.0.0.0', '::'].includes(config.listen.host) ? { localAddress: config.listen.host } : {}),
     tls,
     replicas: endpointsOf(core.status().membership),
     onFrame: (from, payload, connection) => driver?.receive(from, payload, connection),

@@ -41,6 +41,7 @@ function startReplica(options: {
   listenHost?: string;
   credentials?: TlsCredentials;
   replicas?: ReturnType<typeof endpoints>;
+  localAddress?: string;
   onFrame?: (from: PeerIdentity, payload: Uint8Array, connection: number) => void;
 }): { transport: TlsReplicaTransport; received: Received[]; started: Promise<void> } {
   const received: Received[] = [];
@@ -51,6 +52,7 @@ function startReplica(options: {
     tls: options.credentials ?? credentialsOf(cluster, options.id),
     replicas: options.replicas ?? endpoints(cluster, options.port),
     onFrame: options.onFrame ?? ((from, payload) => received.push({ from, text: text(payload) })),
+    ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
   });
   stoppers.push(() => transport.stop());
   return { transport, received, started: transport.start() };
@@ -296,6 +298,43 @@ describe('TlsReplicaTransport and TlsClientTransport on real TLS sockets', () =>
     await waitFor('the queued frame at the restarted replica', () => second.received.length === 1);
     expect(second.received).toEqual([{ from: { kind: 'replica', id: 0 }, text: 'while down' }]);
     expect(sender.transport.stats().reconnects).toBeGreaterThanOrEqual(1);
+  });
+
+  it('redials a returning replica as soon as it connects to us, not after the backoff that grew while it was down', async () => {
+    const port = randomPort();
+    const sender = startReplica({ id: 0, port });
+    const first = startReplica({ id: 1, port });
+    await Promise.all([sender.started, first.started]);
+    sender.transport.sendToReplica(1, bytes('before'));
+    await waitFor('the first frame', () => first.received.length === 1);
+    await first.transport.stop();
+    // Long enough for several failed dials: the sender's backoff toward replica 1 is now seconds long.
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    sender.transport.sendToReplica(1, bytes('while down'));
+
+    // The restarted replica dials the sender (its own outbound link), which tells the sender it is back.
+    const second = startReplica({ id: 1, port });
+    await second.started;
+    await waitFor('the queued frame at the restarted replica', () => second.received.length === 1);
+    expect(sender.transport.stats().peerReturnRedials).toBe(1);
+  });
+
+  it('reaches a replica whose name still resolves to an old address at the address it connected from, verified by name', async () => {
+    const port = randomPort();
+    // The sender knows replica 1 as "localhost", which resolves to 127.0.0.1, where nothing listens: a
+    // stale DNS answer, as for a pod recreated with a new IP. Replica 1 listens, and dials out, at its own address.
+    const byStaleName = [
+      { id: 0, host: cluster.address(1), port },
+      { id: 1, host: 'localhost', port },
+    ];
+    const sender = startReplica({ id: 0, port, replicas: byStaleName, localAddress: cluster.address(1) });
+    await sender.started;
+    sender.transport.sendToReplica(1, bytes('to the new address'));
+    const moved = startReplica({ id: 1, port, localAddress: cluster.address(2) });
+    await moved.started;
+    await waitFor('the frame at the address replica 1 connected from', () => moved.received.length === 1);
+    expect(moved.received).toEqual([{ from: { kind: 'replica', id: 0 }, text: 'to the new address' }]);
+    expect(sender.transport.stats().peerReturnRedials).toBeGreaterThanOrEqual(1);
   });
 
   it('delivers 10,000 frames sent in one turn in order, coalesced into far fewer socket writes', async () => {

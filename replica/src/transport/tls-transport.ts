@@ -75,6 +75,8 @@ export interface TransportStats {
   /** Outbound handshakes completed, and those of them that replaced a lost connection. */
   readonly connects: number;
   readonly reconnects: number;
+  /** Redials made at once, instead of after the backoff, because the peer had just connected to us. */
+  readonly peerReturnRedials: number;
   /** Inbound connections admitted after their handshake. */
   readonly accepted: number;
   readonly connections: { readonly replicasOutbound: number; readonly replicasInbound: number; readonly clients: number };
@@ -85,6 +87,7 @@ class TransportCounters {
   bytesIn = 0;
   connects = 0;
   reconnects = 0;
+  peerReturnRedials = 0;
   accepted = 0;
   readonly writer: FrameWriterCounters = { framesOut: 0, bytesOut: 0, socketWrites: 0, framesDroppedQueueFull: 0 };
   readonly drops: Record<TransportDropReasonCode, number> = Object.fromEntries(
@@ -105,6 +108,7 @@ class TransportCounters {
       drops: { ...this.drops, [TransportDropReason.QUEUE_FULL]: this.drops.queue_full + this.writer.framesDroppedQueueFull },
       connects: this.connects,
       reconnects: this.reconnects,
+      peerReturnRedials: this.peerReturnRedials,
       accepted: this.accepted,
       connections,
     };
@@ -189,12 +193,16 @@ class OutboundLink {
   private readonly frameBytesMax: number;
   private readonly deliver: ((payload: Uint8Array) => void) | null;
   private readonly logger: Logger | undefined;
+  private readonly localAddress: string | undefined;
+  /** An address the peer was just seen at (its connection to us): the next dial goes there, once. */
+  private addressHint: string | null = null;
   private socket: tls.TLSSocket | null = null;
   private connected = false;
   private everConnected = false;
   private connectedAtMs = 0;
   private attempt = 0;
   private redialTimer: NodeJS.Timeout | null = null;
+  private lastEarlyRedialMs = Number.NEGATIVE_INFINITY;
   private stopped = false;
   private closed: Promise<void> = Promise.resolve();
 
@@ -206,8 +214,10 @@ class OutboundLink {
     frameBytesMax: number;
     deliver: ((payload: Uint8Array) => void) | null;
     logger: Logger | undefined;
+    localAddress?: string;
   }) {
     this.endpoint = options.endpoint;
+    this.localAddress = options.localAddress;
     this.secureContext = options.secureContext;
     this.counters = options.counters;
     this.frameBytesMax = options.frameBytesMax;
@@ -237,16 +247,20 @@ class OutboundLink {
     this.redialTimer = null;
     if (this.stopped) return;
     const { id, host, port } = this.endpoint;
+    // The hint replaces only the address: the server is still verified against the name we know it by.
+    const address = this.addressHint ?? host;
+    this.addressHint = null;
     const expected = replicaCommonNameOf(id);
     let wrongPeer = false;
     let handshakeTimedOut = false;
     let tcpConnected = false;
     let secure = false;
     const socket = tls.connect({
-      host,
+      host: address,
       port,
       // SNI carries names only; for an address, verification matches the certificate's IP SANs.
       ...(isIP(host) === 0 ? { servername: host } : {}),
+      ...(this.localAddress === undefined ? {} : { localAddress: this.localAddress }),
       secureContext: this.secureContext,
       minVersion: 'TLSv1.3',
       rejectUnauthorized: true,
@@ -327,8 +341,38 @@ class OutboundLink {
     });
   }
 
+  /**
+   * The peer just connected to us, so it is up: a redial waiting out a long backoff (grown while the
+   * peer was down) goes now. Otherwise a replica that restarts would hear nothing from us, its leader
+   * perhaps, for up to the backoff ceiling, longer than it waits before asking for a leader change.
+   * At most once per limits.peerReturnRedialIntervalMinMs, so that a peer reconnecting in a loop cannot
+   * make us dial in one.
+   */
+  peerReachedUs(remoteAddress: string | undefined): void {
+    if (this.stopped || this.connected) return;
+    const nowMs = performance.now();
+    if (nowMs - this.lastEarlyRedialMs < limits.peerReturnRedialIntervalMinMs) return;
+    this.lastEarlyRedialMs = nowMs;
+    this.counters.peerReturnRedials += 1;
+    this.attempt = 0;
+    // A peer known by name may have come back at a new address that DNS caches do not show yet (a pod
+    // recreated with a new IP): try the address it connected from. TLS still proves it is that replica.
+    if (isIP(this.endpoint.host) === 0 && remoteAddress !== undefined && isIP(remoteAddress) !== 0) this.addressHint = remoteAddress;
+    if (this.socket !== null) {
+      // A dial in flight, perhaps to an address where nothing answers: give it up; its close redials.
+      this.socket.destroy();
+      return;
+    }
+    if (this.redialTimer !== null) clearTimeout(this.redialTimer);
+    this.dial();
+  }
+
   private scheduleRedial(): void {
     if (this.stopped || this.redialTimer !== null) return;
+    if (this.addressHint !== null) {
+      this.redialTimer = setTimeout(() => this.dial(), 0);
+      return;
+    }
     const ceilingMs = Math.min(limits.reconnectDelayMaxMs, limits.reconnectDelayMinMs * 2 ** this.attempt);
     this.attempt = Math.min(this.attempt + 1, backoffExponentMax);
     // Half fixed, half random: peers that lost each other at the same moment do not redial in lockstep.
@@ -357,6 +401,11 @@ export interface TlsReplicaTransportOptions {
   readonly onFrame: (from: PeerIdentity, payload: Uint8Array, connection: number) => void;
   readonly frameBytesMax?: number;
   readonly logger?: Logger;
+  /**
+   * The address outbound connections come from (the listen address, when it is a specific one): a peer
+   * then sees this replica's connections come from where it listens, and can dial it back there.
+   */
+  readonly localAddress?: string;
 }
 
 /**
@@ -421,6 +470,7 @@ export class TlsReplicaTransport {
         frameBytesMax: this.frameBytesMax,
         deliver: null,
         logger: this.options.logger,
+        ...(this.options.localAddress === undefined ? {} : { localAddress: this.options.localAddress }),
       });
       this.links.set(id, link);
       if (this.started && !this.stopping) link.start();
@@ -565,6 +615,7 @@ export class TlsReplicaTransport {
       // The latest connection of a replica replaces the previous one: it restarted or lost it.
       previous = this.inboundReplicas.get(identity.id);
       this.inboundReplicas.set(identity.id, connection);
+      this.links.get(identity.id)?.peerReachedUs(socket.remoteAddress);
     } else {
       const ofClient = this.clients.get(identity.id) ?? [];
       ofClient.push(connection);
