@@ -49,6 +49,8 @@ const logger = pino({ base: { component: 'operator' }, level: environment.LOG_LE
 const reportSchema = z.object({
   view: z.object({ number: z.int().min(0), f: z.int().min(0), members: z.array(z.object({ id: z.int().min(0) })).max(64) }),
   leader: z.int().min(0),
+  regency: z.int().min(0).optional(),
+  synchronized: z.boolean().optional(),
   lastDecidedCid: z.int().min(-1),
   removedAtCid: z.int().min(-1).nullable().default(null),
   stateTransfer: z.object({ awaiting: z.boolean() }),

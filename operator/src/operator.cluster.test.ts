@@ -77,6 +77,52 @@ describe('the operator on a real control plane', () => {
     expect(secrets.filter((s) => s.startsWith('secret/kv-ca')).length).toBe(1);
   });
 
+  it('the pause annotation stops reconciling, says so, and lifting it resumes', async () => {
+    await kubectl(['-n', namespace, 'annotate', 'bftcluster', 'kv', 'bftkube.dev/reconciliation-paused=true']);
+    await eventually('the cluster reports reconciliation paused', 60_000, async () => (await condition('kv', 'ReconciliationPaused')) === 'True');
+    await kubectl(['-n', namespace, 'delete', 'pod', 'kv-3', '--wait=true', '--timeout=60s']);
+    // Paused: the operator only reports. Give it several passes' worth of time to (wrongly) act.
+    await new Promise((resolve) => setTimeout(resolve, 8_000));
+    expect(await kubectl(['-n', namespace, 'get', 'pods', '-l', 'bftkube.dev/replica-id=3', '-o', 'name'])).toBe('');
+    expect(await condition('kv', 'Ready')).toBe('False');
+    await kubectl(['-n', namespace, 'annotate', 'bftcluster', 'kv', 'bftkube.dev/reconciliation-paused-']);
+    await eventually('kv-3 back', 120_000, async () => (await kubectl(['-n', namespace, 'get', 'pod', 'kv-3', '-o', 'name']).catch(() => '')).includes('kv-3'));
+    await eventually('the cluster Ready again', 180_000, async () => (await condition('kv', 'Ready')) === 'True' && (await condition('kv', 'ReconciliationPaused')) === 'False');
+  });
+
+  it('a changed image rolls the replica pods one at a time, followers first and the leader last', { timeout: 600_000 }, async () => {
+    type Pod = {
+      metadata: { name: string; labels: Record<string, string>; deletionTimestamp?: string };
+      spec: { containers: Array<{ image: string }> };
+      status: { conditions?: Array<{ type: string; status: string }> };
+    };
+    const observe = async () => {
+      const pods = (JSON.parse(await kubectl(['-n', namespace, 'get', 'pods', '-l', 'bftkube.dev/cluster=kv', '-o', 'json'])) as { items: Pod[] }).items;
+      const isReady = (pod: Pod) => pod.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
+      const isUpdated = (pod: Pod) => pod.spec.containers[0]?.image === 'bftkube/replica:0.1.1';
+      const updated = pods.filter(isUpdated).map((pod) => Number(pod.metadata.labels['bftkube.dev/replica-id']));
+      // Replicas out because of the update: pod gone or terminating, or replaced and not ready yet.
+      const replacing = 4 - pods.length + pods.filter((pod) => pod.metadata.deletionTimestamp !== undefined || (isUpdated(pod) && !isReady(pod))).length;
+      return { ready: pods.filter(isReady).length, updated, replacing };
+    };
+    const order: number[] = [];
+    let mostReplacing = 0;
+    let leaderBeforeLast: string | null = null;
+    await kubectl(['-n', namespace, 'patch', 'bftcluster', 'kv', '--type=merge', '-p', '{"spec":{"image":"bftkube/replica:0.1.1"}}']);
+    await eventually('every pod runs the new image and is ready', 540_000, async () => {
+      const now = await observe();
+      mostReplacing = Math.max(mostReplacing, now.replacing);
+      for (const id of now.updated) if (!order.includes(id)) order.push(id);
+      if (order.length === 3 && leaderBeforeLast === null) leaderBeforeLast = await kubectl(['-n', namespace, 'get', 'bftcluster', 'kv', '-o', 'jsonpath={.status.leader}']);
+      return now.updated.length === 4 && now.ready === 4;
+    });
+    // One replica replaced at a time, never two.
+    expect(mostReplacing).toBe(1);
+    expect([...order].sort()).toEqual([0, 1, 2, 3]);
+    expect(String(order[3])).toBe(leaderBeforeLast);
+    await kubectl(['-n', namespace, 'wait', '--for=condition=Ready', 'bftcluster/kv', '--timeout=180s']);
+  });
+
   it('deleting the BftCluster removes its pods, services, secrets and (retention Delete) volumes', async () => {
     await kubectl(['-n', namespace, 'delete', 'bftcluster', 'kv', '--wait=true', '--timeout=120s']);
     await eventually('everything the cluster owned is gone', 120_000, async () => {

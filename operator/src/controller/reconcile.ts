@@ -23,6 +23,7 @@ import {
 import { connectionFileName, renderConnectionFile } from '../../../replica/src/client/connection.ts';
 import { type ClusterRef, clientIds, replicaDnsName, replicaPort, configMapName, dataClaimName, fieldManager, replicaPodName, replicaSecretName, secretNames } from '../specs/names.ts';
 import { type SecretData, caOf, hashOf, keyFiles, newClientKeys, newClusterCa, newReplicaKeys, newViewManagerKey, publicKeysFile } from './keys.ts';
+import { planRollingUpdate } from './rolling-update.ts';
 import { type PodObservation, type ReplicaReport, computeStatus } from './status.ts';
 
 export interface ReconcileDeps {
@@ -86,6 +87,13 @@ async function createIfAbsent(rest: ReconcileDeps['rest'], object: KubeObject, c
   }
 }
 
+/** The hash of the manifest a replica pod was made from: a pod whose hash differs is outdated. */
+const podHashAnnotation = 'bftkube.dev/pod-hash';
+
+function withPodHash(pod: KubeObject): KubeObject {
+  return { ...pod, metadata: { ...pod.metadata, annotations: { ...pod.metadata.annotations, [podHashAnnotation]: hashOf(canonical(pod)) } } };
+}
+
 /** The hash of what the operator last applied to an object: reapplied only when the wanted manifest differs. */
 const appliedHashAnnotation = 'bftkube.dev/applied-hash';
 
@@ -130,6 +138,8 @@ export async function reconcile(deps: ReconcileDeps, namespace: string, name: st
   }
   const members = genesis?.members ?? [];
   const pods = new Map<number, PodObservation>();
+  /** Pods made from an older manifest, by id: their uids, so that only that very pod is replaced. */
+  const outdated = new Map<number, string>();
 
   if (!paused && spec !== null && genesis !== null && stalled === null) {
     // 1. Key material, made once.
@@ -218,9 +228,10 @@ export async function reconcile(deps: ReconcileDeps, namespace: string, name: st
       const podName = replicaPodName(name, id);
       const pod = await getOrNull(rest, paths.pod(namespace, podName));
       const configHash = hashOf(files[configFileName(id)] ?? '', publicKeys, replicaKeys.get(id)?.[keyFiles.tlsCert] ?? '');
+      const joinsRunningCluster = claim?.metadata?.annotations?.[freshVolumeAnnotation] === 'true';
+      const wantedPod = withPodHash(replicaPod(cluster, spec, id, { joinsRunningCluster, configHash }));
       if (pod === null) {
-        const joinsRunningCluster = claim?.metadata?.annotations?.[freshVolumeAnnotation] === 'true';
-        if (await createIfAbsent(rest, replicaPod(cluster, spec, id, { joinsRunningCluster, configHash }), paths.pods(namespace))) {
+        if (await createIfAbsent(rest, wantedPod, paths.pods(namespace))) {
           changes.push(`created Pod ${podName}`);
           deps.event?.(cluster, 'Normal', clusterHasRun ? 'ReplicaRecreated' : 'ReplicaCreated', `replica ${id} (pod ${podName}) created`);
         }
@@ -235,6 +246,7 @@ export async function reconcile(deps: ReconcileDeps, namespace: string, name: st
         continue;
       }
       pods.set(id, observePod(pod));
+      if (pod.metadata?.annotations?.[podHashAnnotation] !== wantedPod.metadata.annotations?.[podHashAnnotation]) outdated.set(id, String(pod.metadata?.uid));
     }
   } else {
     for (const id of members) {
@@ -252,20 +264,59 @@ export async function reconcile(deps: ReconcileDeps, namespace: string, name: st
       if (report !== null) reports.set(id, report);
     }),
   );
-  const status = computeStatus({
-    clusterName: name,
-    generation,
-    members,
-    f: genesis?.f ?? 0,
-    pods,
-    reports,
-    changes,
-    paused,
-    stalled,
-    previous,
-    now: deps.now(),
-    nextReplicaId: Math.max(previous?.nextReplicaId ?? 0, members.length === 0 ? 0 : Math.max(...members) + 1),
-  });
+  const observe = (): BftClusterStatus =>
+    computeStatus({
+      clusterName: name,
+      generation,
+      members,
+      f: genesis?.f ?? 0,
+      pods,
+      reports,
+      changes,
+      paused,
+      stalled,
+      previous,
+      now: deps.now(),
+      nextReplicaId: Math.max(previous?.nextReplicaId ?? 0, members.length === 0 ? 0 : Math.max(...members) + 1),
+    });
+  let status = observe();
+
+  // 7. A rolling update: replace one outdated pod, when the planner says it is safe (recreated next pass).
+  if (!paused && spec !== null && stalled === null && outdated.size > 0) {
+    if (spec.updateStrategy.type === 'OnDelete') {
+      changes.push(`${outdated.size} of ${members.length} replica pods run an older manifest; they are replaced when deleted (updateStrategy OnDelete)`);
+    } else {
+      const decision = planRollingUpdate(
+        members.map((id) => {
+          const report = reports.get(id);
+          return {
+            id,
+            ready: pods.get(id)?.ready === true && pods.get(id)?.deleting !== true,
+            readyForMs: readyForMs(pods.get(id), deps.now()),
+            outdated: outdated.has(id),
+            report:
+              report === undefined
+                ? null
+                : { lastDecidedCid: report.lastDecidedCid, catchingUp: report.stateTransfer.awaiting, regency: report.regency ?? 0, synchronized: report.synchronized ?? true },
+          };
+        }),
+        status.leader,
+      );
+      if (decision.action === 'replace') {
+        const podName = replicaPodName(name, decision.id);
+        // The uid precondition: never delete a pod that was already replaced since we looked.
+        await rest.delete(paths.pod(namespace, podName), { apiVersion: 'v1', kind: 'DeleteOptions', preconditions: { uid: outdated.get(decision.id) } }).catch((error: unknown) => {
+          if (!isNotFound(error) && !isConflict(error)) throw error;
+        });
+        changes.push(`rolling update (${decision.outdated} of ${members.length} outdated): ${decision.reason}`);
+        deps.event?.(cluster, 'Normal', 'RollingUpdate', `${decision.reason} (pod ${podName}); ${decision.outdated - 1} left after it`);
+      } else if (decision.action === 'wait') {
+        changes.push(`rolling update (${decision.outdated} of ${members.length} outdated): ${decision.reason}`);
+      }
+    }
+    status = observe();
+  }
+
   if (!sameStatus(previous, status)) {
     // A merge patch keeps fields it does not name: what is no longer observed is cleared with null.
     await rest.mergePatch(paths.bftClusterStatus(namespace, name), { status: { ...status, view: status.view ?? null, leader: status.leader ?? null } });
@@ -277,12 +328,20 @@ export async function reconcile(deps: ReconcileDeps, namespace: string, name: st
   return { requeueAfterMs: ready && changes.length === 0 ? requeueWhenReadyMs : requeueWhileConvergingMs };
 }
 
+function readyForMs(pod: PodObservation | undefined, now: Date): number {
+  if (pod === undefined || !pod.ready || pod.deleting || pod.readySince == null) return 0;
+  const since = Date.parse(pod.readySince);
+  return Number.isNaN(since) ? 0 : Math.max(0, now.getTime() - since);
+}
+
 function observePod(pod: JsonObject): PodObservation {
-  const conditions = (pod.status?.conditions ?? []) as Array<{ type: string; status: string }>;
+  const conditions = (pod.status?.conditions ?? []) as Array<{ type: string; status: string; lastTransitionTime?: string }>;
+  const readyCondition = conditions.find((c) => c.type === 'Ready' && c.status === 'True');
   return {
     name: String(pod.metadata?.name),
     phase: String(pod.status?.phase ?? 'Pending'),
-    ready: conditions.some((c) => c.type === 'Ready' && c.status === 'True'),
+    ready: readyCondition !== undefined,
+    readySince: readyCondition?.lastTransitionTime ?? null,
     podIp: typeof pod.status?.podIP === 'string' && pod.status.podIP !== '' ? pod.status.podIP : null,
     deleting: Boolean(pod.metadata?.deletionTimestamp),
   };

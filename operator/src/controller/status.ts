@@ -9,6 +9,10 @@ import { replicaPodName, replicaSelector } from '../specs/names.ts';
 export interface ReplicaReport {
   readonly view: { readonly number: number; readonly f: number; readonly members: readonly { readonly id: number }[] };
   readonly leader: number;
+  /** The leader change count; replicas agree on it when no leader change is in progress. */
+  readonly regency?: number;
+  /** False while this replica takes part in a leader change. */
+  readonly synchronized?: boolean;
   readonly lastDecidedCid: number;
   readonly removedAtCid: number | null;
   readonly stateTransfer: { readonly awaiting: boolean };
@@ -20,6 +24,8 @@ export interface PodObservation {
   readonly ready: boolean;
   readonly podIp: string | null;
   readonly deleting: boolean;
+  /** When its Ready condition last turned True (ISO time), or null when not ready. */
+  readonly readySince?: string | null;
 }
 
 export interface Observations {
