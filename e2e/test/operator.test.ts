@@ -99,6 +99,11 @@ describe('the operator installed with helm, running a cluster an application use
     const pod = (await kubectl(['-n', operatorNamespace, 'get', 'pods', '-l', `app.kubernetes.io/instance=${release}`, '-o', 'jsonpath={.items[0].metadata.name}'])).trim();
     expect(pod).toMatch(/^bftkube-operator-/);
     await eventually('the operator pod holds the lease', 60_000, async () => (await kubectl(['-n', operatorNamespace, 'get', 'lease', 'bftkube-operator', '-o', 'jsonpath={.spec.holderIdentity}'])) === pod);
+    const podIp = (await kubectl(['-n', operatorNamespace, 'get', 'pod', pod, '-o', 'jsonpath={.status.podIP}'])).trim();
+    const readyz = await fetch(`http://${podIp}:8080/readyz`, { signal: AbortSignal.timeout(5_000) });
+    expect(await readyz.json()).toEqual({ ready: true, leader: true, synced: true });
+    const metrics = await (await fetch(`http://${podIp}:8080/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
+    expect(metrics).toMatch(/^bftkube_operator_leader 1$/m);
   });
 
   it('kubectl apply a 4-replica bft cluster: Ready, with true columns', async () => {
@@ -107,6 +112,11 @@ describe('the operator installed with helm, running a cluster an application use
     const table = await kubectl(['-n', namespace, 'get', 'bftclusters']);
     expect(table).toMatch(/kv\s+4\s+4\s+1\s+0\s+\d\s+True\s/);
     expect(JSON.parse(await clusterField('.status.view.members'))).toEqual([0, 1, 2, 3]);
+    // Events are written best effort, after the status: give the last one a moment.
+    await eventually('events with reasons on the BftCluster', 30_000, async () => {
+      const reasons = (await kubectl(['-n', namespace, 'get', 'events.events.k8s.io', '--field-selector', 'regarding.name=kv,regarding.kind=BftCluster', '-o', 'jsonpath={.items[*].reason}'])).split(' ');
+      return reasons.includes('ReplicaCreated') && reasons.includes('Ready');
+    });
   });
 
   it('an application pod writes and reads through the cluster with the client Secret and DNS names', async () => {

@@ -1,6 +1,7 @@
 // Kubernetes events (events.k8s.io/v1) on a BftCluster, with reasons: what `kubectl describe` and
 // `kubectl events` show. Best effort: an event that cannot be written is logged, never fatal.
 
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { apiVersion, kind } from '../api/bftcluster.ts';
 import type { ClusterRef } from '../specs/names.ts';
@@ -14,7 +15,8 @@ export function eventRecorder(rest: Pick<KubeRest, 'post'>, instance: string, lo
       .post(paths.events(cluster.namespace), {
         apiVersion: 'events.k8s.io/v1',
         kind: 'Event',
-        metadata: { generateName: `${cluster.name}.`, namespace: cluster.namespace },
+        // Named like client-go's: the object's name and a unique suffix (generateName would need a name ending in an alphanumeric).
+        metadata: { name: `${cluster.name}.${Date.now().toString(16)}${randomBytes(4).toString('hex')}`, namespace: cluster.namespace },
         eventTime: now,
         reportingController: 'bftkube.dev/operator',
         reportingInstance: instance,
