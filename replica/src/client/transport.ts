@@ -8,6 +8,12 @@ export interface ReplicaEndpoint {
   readonly id: number;
   readonly host: string;
   readonly port: number;
+  /**
+   * Where to connect instead of resolving `host`, which still names the server the certificate must
+   * match: for a caller that knows the address and cannot resolve the name (the operator, running
+   * outside the cluster's DNS, dials replica pods at their pod IPs).
+   */
+  readonly address?: string;
 }
 
 export interface ClientTransport {

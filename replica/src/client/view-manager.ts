@@ -61,9 +61,13 @@ export class ViewManager {
     this.probe = options.probe ?? ((member) => statusViewNumber(member));
   }
 
-  /** A signed request to change view `fromView` by `operations`. */
-  sign(fromView: number, operations: readonly ReconfigurationOperation[]): SignedReconfiguration {
-    const reconfiguration: Reconfiguration = { fromView, operations, epoch: this.epoch, nonce: new Uint8Array(randomBytes(16)) };
+  /**
+   * A signed request to change view `fromView` by `operations`. A caller that may have to submit the
+   * same request again after a crash (the operator) records a nonce first and passes it: Ed25519 is
+   * deterministic, so the same request comes out, and the replicas refuse it as stale if it was applied.
+   */
+  sign(fromView: number, operations: readonly ReconfigurationOperation[], nonce: Uint8Array = new Uint8Array(randomBytes(16))): SignedReconfiguration {
+    const reconfiguration: Reconfiguration = { fromView, operations, epoch: this.epoch, nonce };
     return { reconfiguration, signature: this.signer.sign(reconfigurationSigningPayload(reconfiguration)) };
   }
 

@@ -248,7 +248,7 @@ class OutboundLink {
     if (this.stopped) return;
     const { id, host, port } = this.endpoint;
     // The hint replaces only the address: the server is still verified against the name we know it by.
-    const address = this.addressHint ?? host;
+    const address = this.addressHint ?? this.endpoint.address ?? host;
     this.addressHint = null;
     const expected = replicaCommonNameOf(id);
     let wrongPeer = false;
