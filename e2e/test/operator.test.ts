@@ -9,77 +9,22 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { crdPath } from '../../operator/src/api/crd-file.ts';
-import { checkHistory } from '../../replica/test/linearizability/porcupine.ts';
-import type { HistoryEvent } from '../../replica/test/linearizability/history.ts';
 import { repoDir } from '../src/cluster/layout.ts';
 import { eventually, freshNamespace, helm, kubectl } from './kube.ts';
+import { KvWorkload } from './kv-workload.ts';
 
 const chart = join(repoDir, 'helm', 'bftkube-operator');
 const example = join(crdPath, '..', 'examples', 'bft-4.yaml');
 const release = 'bftkube-operator';
 
-interface WorkloadStats {
-  readonly acknowledgedWrites: number;
-  readonly reads: number;
-  readonly unanswered: number;
-  readonly lastError: string | null;
-}
-
-interface WorkloadResult extends WorkloadStats {
-  readonly lost: readonly unknown[];
-  readonly history: ReadonlyArray<Omit<HistoryEvent, 'callNs' | 'returnNs'> & { callNs: string; returnNs: string | null }>;
-}
-
-function workloadPod(namespace: string): string {
-  return JSON.stringify({
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { name: 'workload', namespace, labels: { app: 'kv-workload' } },
-    spec: {
-      restartPolicy: 'Never',
-      terminationGracePeriodSeconds: 5,
-      automountServiceAccountToken: false,
-      containers: [
-        {
-          name: 'workload',
-          image: 'bftkube/e2e-kv-workload:test',
-          env: [{ name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } }],
-          readinessProbe: { httpGet: { path: '/healthz', port: 8080 }, periodSeconds: 1 },
-          volumeMounts: [
-            { name: 'connection', mountPath: '/etc/bftkube', readOnly: true },
-            { name: 'client-keys', mountPath: '/var/run/bftkube/client', readOnly: true },
-          ],
-        },
-      ],
-      volumes: [
-        // What an application mounts: the connection file the operator publishes and the client Secret.
-        { name: 'connection', configMap: { name: 'kv-config', items: [{ key: 'client.json', path: 'client.json' }] } },
-        { name: 'client-keys', secret: { secretName: 'kv-client' } },
-      ],
-    },
-  });
-}
-
 describe('the operator installed with helm, running a cluster an application uses', () => {
   let operatorNamespace = '';
   let namespace = '';
-  let workloadIp = '';
-
-  const workload = async <T>(path: string, init?: RequestInit, timeoutMs = 5_000): Promise<T> => {
-    const response = await fetch(`http://${workloadIp}:8080${path}`, { ...init, signal: AbortSignal.timeout(timeoutMs) });
-    const body = (await response.json()) as T;
-    if (!response.ok) throw new Error(`BFT_ERR_TEST_POD_HTTP: ${path} → ${response.status} ${JSON.stringify(body)}`);
-    return body;
-  };
-  const stats = () => workload<WorkloadStats>('/stats');
+  let workload: KvWorkload;
   const clusterField = (path: string) => kubectl(['-n', namespace, 'get', 'bftcluster', 'kv', '-o', `jsonpath={${path}}`]);
   const condition = (type: string) => clusterField(`.status.conditions[?(@.type=="${type}")].status`);
   const podUid = (name: string) => kubectl(['-n', namespace, 'get', 'pod', name, '-o', 'jsonpath={.metadata.uid}']).catch(() => '');
-  /** Acknowledged writes keep coming: at least `more` after this call. */
-  const progresses = async (what: string, more: number) => {
-    const before = (await stats()).acknowledgedWrites;
-    await eventually(what, 120_000, async () => (await stats()).acknowledgedWrites >= before + more);
-  };
+  const progresses = (what: string, more: number) => workload.progresses(what, more);
   const backToReady = async () => {
     await eventually('all 4 replicas ready again', 300_000, async () => (await clusterField('.status.readyReplicas')) === '4' && (await condition('Ready')) === 'True');
   };
@@ -120,11 +65,9 @@ describe('the operator installed with helm, running a cluster an application use
   });
 
   it('an application pod writes and reads through the cluster with the client Secret and DNS names', async () => {
-    await kubectl(['apply', '-f', '-'], workloadPod(namespace));
-    await kubectl(['-n', namespace, 'wait', '--for=condition=Ready', 'pod/workload', '--timeout=120s']);
-    workloadIp = (await kubectl(['-n', namespace, 'get', 'pod', 'workload', '-o', 'jsonpath={.status.podIP}'])).trim();
+    workload = await KvWorkload.start(namespace, 'kv');
     await progresses('the first acknowledged writes', 30);
-    expect((await stats()).reads).toBeGreaterThan(0);
+    expect((await workload.stats()).reads).toBeGreaterThan(0);
   });
 
   it('the leader pod deleted under load: Degraded, then Ready again, and writes go on', async () => {
@@ -156,14 +99,7 @@ describe('the operator installed with helm, running a cluster an application use
   });
 
   it('no acknowledged write was lost, and the history is linearizable', async () => {
-    const result = await workload<WorkloadResult>('/finish', { method: 'POST' }, 120_000);
-    expect(result.lost).toEqual([]);
-    expect(result.acknowledgedWrites).toBeGreaterThanOrEqual(120);
-    const history = result.history.map((event) => ({ ...event, callNs: BigInt(event.callNs), returnNs: event.returnNs === null ? null : BigInt(event.returnNs) }) as HistoryEvent);
-    const check = await checkHistory(history);
-    process.stderr.write(`operator e2e workload: ${result.acknowledgedWrites} acknowledged writes, ${result.reads} reads, ${result.unanswered} calls unanswered (last: ${result.lastError ?? 'none'}), ${history.length} operations checked: ${check.result}\n`);
-    expect(check.result).toBe('ok');
-    await kubectl(['-n', namespace, 'delete', 'pod', 'workload', '--wait=false']);
+    await workload.finishAndCheck('operator e2e workload', 120);
   });
 
   it('deleting the BftCluster removes what it owned; helm uninstall leaves nothing of the operator', async () => {

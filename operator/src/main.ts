@@ -16,9 +16,10 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { z } from 'zod';
 import { labels } from './specs/names.ts';
 import { reconcile } from './controller/reconcile.ts';
+import { submitReconfiguration } from './controller/submit.ts';
 import type { ReplicaReport } from './controller/status.ts';
 import { eventRecorder } from './kube/events.ts';
-import { killAfterWritesFrom, killingAfterWrites } from './kube/fault-injection.ts';
+import { WriteKiller, killAfterWritesFrom, killingAfterWrites } from './kube/fault-injection.ts';
 import { LeaderElection } from './kube/lease.ts';
 import { paths } from './kube/paths.ts';
 import { type JsonObject, KubeRest, runListWatch } from './kube/rest.ts';
@@ -75,7 +76,9 @@ async function main(): Promise<void> {
   const rest = new KubeRest(kubeConfig);
   const killAfterWrites = killAfterWritesFrom(process.env);
   // Only reconciliation's writes count toward an injected crash (tests of "killed between two steps").
-  const reconcileRest = killAfterWrites === null ? rest : killingAfterWrites(rest, killAfterWrites);
+  const killer = killAfterWrites === null ? null : new WriteKiller(killAfterWrites);
+  const reconcileRest = killer === null ? rest : killingAfterWrites(rest, killer);
+  const submit = killer === null ? submitReconfiguration : killer.counted(submitReconfiguration);
   const watchNamespace = environment.WATCH_NAMESPACE || undefined;
   const identity = environment.POD_NAME ?? `${hostname()}-${randomUUID().slice(0, 8)}`;
 
@@ -94,7 +97,7 @@ async function main(): Promise<void> {
       const [namespace, name] = key.split('/') as [string, string];
       const timer = reconcileSeconds.startTimer();
       try {
-        const result = await reconcile({ rest: reconcileRest, probe, now: () => new Date(), logger, event }, namespace, name);
+        const result = await reconcile({ rest: reconcileRest, probe, submitReconfiguration: submit, now: () => new Date(), logger, event }, namespace, name);
         reconciles.inc({ outcome: 'ok' });
         return result.requeueAfterMs > 0 ? { requeueAfterMs: result.requeueAfterMs } : undefined;
       } catch (error) {

@@ -21,9 +21,12 @@ import {
   secret,
 } from '../specs/objects.ts';
 import { connectionFileName, renderConnectionFile } from '../../../replica/src/client/connection.ts';
-import { type ClusterRef, clientIds, replicaDnsName, replicaPort, configMapName, dataClaimName, fieldManager, replicaPodName, replicaSecretName, secretNames } from '../specs/names.ts';
+import { type ClusterRef, clientIds, labels, replicaDnsName, replicaPort, replicaSelector, configMapName, dataClaimName, fieldManager, replicaPodName, replicaSecretName, secretNames } from '../specs/names.ts';
 import { type SecretData, caOf, hashOf, keyFiles, newClientKeys, newClusterCa, newReplicaKeys, newViewManagerKey, publicKeysFile } from './keys.ts';
+import { type MembershipChangeInput, changeMembership } from './membership-change.ts';
+import { type MembershipRecord, readRecord, recordFiles } from './records.ts';
 import { planRollingUpdate } from './rolling-update.ts';
+import type { SubmitReconfiguration } from './submit.ts';
 import { type PodObservation, type ReplicaReport, computeStatus } from './status.ts';
 
 export interface ReconcileDeps {
@@ -34,6 +37,8 @@ export interface ReconcileDeps {
   readonly logger?: Logger;
   /** Events with reasons, on the BftCluster. */
   event?(cluster: ClusterRef, type: 'Normal' | 'Warning', reason: string, message: string): void;
+  /** Orders a signed reconfiguration through the cluster (submit.ts); without it, the size stays as created. */
+  readonly submitReconfiguration?: SubmitReconfiguration;
 }
 
 export interface ReconcileResult {
@@ -128,20 +133,21 @@ export async function reconcile(deps: ReconcileDeps, namespace: string, name: st
   if (!parsedSpec.success) stalled = `the spec is invalid: ${parsedSpec.error.issues[0]?.message ?? 'unknown'}`;
   else spec = parsedSpec.data;
 
-  // The genesis view: recorded in the ConfigMap the first time, read back afterwards.
+  // The genesis view: recorded in the ConfigMap the first time, read back afterwards; and what else the
+  // operator remembers there (records.ts): the view the cluster runs, a change in flight.
   const existingConfig = await getOrNull(rest, paths.configMap(namespace, configMapName(name)));
   const recordedGenesis = existingConfig?.data?.[genesisKey] === undefined ? null : (JSON.parse(String(existingConfig.data[genesisKey])) as ConfiguredView);
   const genesis: ConfiguredView | null =
     recordedGenesis ?? (spec === null ? null : { number: 0, f: spec.f ?? maxFaultsFor(spec.replicas, spec.faultModel), members: Array.from({ length: spec.replicas }, (_, id) => id) });
-  if (spec !== null && recordedGenesis !== null && spec.replicas !== recordedGenesis.members.length && stalled === null) {
-    stalled = `scaling from ${recordedGenesis.members.length} to ${spec.replicas} replicas needs a reconfiguration, which this operator version does not do yet`;
-  }
-  const members = genesis?.members ?? [];
+  let record: MembershipRecord | null = genesis === null ? null : readRecord(existingConfig?.data, genesis);
+  const members = record?.view.members ?? [];
   const pods = new Map<number, PodObservation>();
   /** Pods made from an older manifest, by id: their uids, so that only that very pod is replaced. */
   const outdated = new Map<number, string>();
+  /** The keys and configuration functions of this pass, once the cluster's Secrets are read (not paused). */
+  let membershipKit: Pick<MembershipChangeInput, 'operatorClient' | 'viewManager' | 'replicaKeys' | 'saveRecord'> | null = null;
 
-  if (!paused && spec !== null && genesis !== null && stalled === null) {
+  if (!paused && spec !== null && genesis !== null && record !== null && stalled === null) {
     // 1. Key material, made once.
     const ensureSecret = async (secretName: string, component: string, make: () => Promise<SecretData> | SecretData): Promise<SecretData> => {
       const found = await getOrNull(rest, paths.secret(namespace, secretName));
@@ -159,35 +165,59 @@ export async function reconcile(deps: ReconcileDeps, namespace: string, name: st
     const application = await ensureSecret(secretNames.client(name), 'client', () => newClientKeys(ca, name, clientIds.application));
     const operatorClient = await ensureSecret(secretNames.operatorClient(name), 'operator-client', () => newClientKeys(ca, name, clientIds.operator));
     const replicaKeys = new Map<number, SecretData>();
-    for (const id of members) replicaKeys.set(id, await ensureSecret(replicaSecretName(name, id), 'replica', () => newReplicaKeys(ca, name, namespace, id)));
+    const ensureReplicaKeys = async (id: number): Promise<SecretData> => {
+      const known = replicaKeys.get(id);
+      if (known !== undefined) return known;
+      const keys = await ensureSecret(replicaSecretName(name, id), 'replica', () => newReplicaKeys(ca, name, namespace, id));
+      replicaKeys.set(id, keys);
+      return keys;
+    };
+    const keyed = (r: MembershipRecord) => [...new Set([...r.view.members, ...(r.pending?.kind === 'add' && r.pending.id !== undefined ? [r.pending.id] : [])])];
+    for (const id of keyed(record)) await ensureReplicaKeys(id);
 
-    // 2. Configuration: the genesis view for every genesis member, and everyone's public keys.
-    const publicKeys = publicKeysFile(
-      new Map([...replicaKeys].map(([id, data]) => [id, data[keyFiles.signingPublic] ?? ''])),
-      new Map([
-        [clientIds.application, application[keyFiles.signingPublic] ?? ''],
-        [clientIds.operator, operatorClient[keyFiles.signingPublic] ?? ''],
-      ]),
-      viewManager[keyFiles.signingPublic] ?? '',
-    );
-    const files: Record<string, string> = { [genesisKey]: JSON.stringify(genesis), 'public-keys.json': publicKeys };
-    if (existingConfig?.data?.[volumesKey] !== undefined) files[volumesKey] = String(existingConfig.data[volumesKey]);
-    for (const id of members) files[configFileName(id)] = `${JSON.stringify(replicaConfig(cluster, spec, genesis), null, 2)}\n`;
-    // What applications connect with (with the Secret <cluster>-client): any view the cluster had will do,
-    // since clients follow newer views by themselves.
-    files[connectionFileName] = renderConnectionFile({
-      cluster: name,
-      view: { number: genesis.number, mode: spec.faultModel, f: genesis.f, members: genesis.members.map((id) => ({ id, host: replicaDnsName(name, namespace, id), port: replicaPort })) },
-    });
-    const wantedConfig = configMap(cluster, files);
-    if (canonical(existingConfig?.data ?? {}) !== canonical(files)) {
-      await rest.apply(paths.configMap(namespace, configMapName(name)), wantedConfig, fieldManager);
-      changes.push(existingConfig === null ? 'created the configuration' : 'updated the configuration');
-    }
+    // 2. Configuration: each replica's file (the view it was created in: genesis, or the view that added
+    // it), everyone's public keys, the connection file for applications, and the records.
+    let volumesText = existingConfig?.data?.[volumesKey] === undefined ? undefined : String(existingConfig.data[volumesKey]);
+    const renderFiles = (r: MembershipRecord): Record<string, string> => {
+      const files: Record<string, string> = {
+        [genesisKey]: JSON.stringify(genesis),
+        'public-keys.json': publicKeysFile(
+          new Map([...replicaKeys].map(([id, data]) => [id, data[keyFiles.signingPublic] ?? ''])),
+          new Map([
+            [clientIds.application, application[keyFiles.signingPublic] ?? ''],
+            [clientIds.operator, operatorClient[keyFiles.signingPublic] ?? ''],
+          ]),
+          viewManager[keyFiles.signingPublic] ?? '',
+        ),
+        // What applications connect with (with the Secret <cluster>-client); clients follow newer views by themselves.
+        [connectionFileName]: renderConnectionFile({
+          cluster: name,
+          view: { number: r.view.number, mode: spec.faultModel, f: r.view.f, members: r.view.members.map((id) => ({ id, host: replicaDnsName(name, namespace, id), port: replicaPort })) },
+        }),
+        ...recordFiles(r),
+      };
+      if (volumesText !== undefined) files[volumesKey] = volumesText;
+      for (const id of keyed(r)) files[configFileName(id)] = `${JSON.stringify(replicaConfig(cluster, spec, r.joined[String(id)] ?? genesis), null, 2)}\n`;
+      return files;
+    };
+    let currentFiles: Readonly<Record<string, unknown>> = existingConfig?.data ?? {};
+    const saveFiles = async (files: Record<string, string>): Promise<boolean> => {
+      if (canonical(currentFiles) === canonical(files)) return false;
+      await rest.apply(paths.configMap(namespace, configMapName(name)), configMap(cluster, files), fieldManager);
+      currentFiles = files;
+      return true;
+    };
+    const saveRecord = async (r: MembershipRecord): Promise<void> => {
+      for (const id of keyed(r)) await ensureReplicaKeys(id);
+      record = r;
+      await saveFiles(renderFiles(r));
+    };
+    if (await saveFiles(renderFiles(record))) changes.push(existingConfig === null ? 'created the configuration' : 'updated the configuration');
+    membershipKit = { operatorClient, viewManager, replicaKeys: ensureReplicaKeys, saveRecord };
 
     // 3. Services and the disruption budget, applied when what we want of them changed.
     const applied: KubeObject[] = [peerService(cluster), clientService(cluster)];
-    if (spec.disruptionBudget.enabled) applied.push(disruptionBudget(cluster, genesis.f));
+    if (spec.disruptionBudget.enabled) applied.push(disruptionBudget(cluster, record.view.f));
     for (const manifest of applied) {
       if (await applyIfChanged(rest, manifest)) changes.push(`applied ${manifest.kind} ${manifest.metadata.name}`);
     }
@@ -197,7 +227,7 @@ export async function reconcile(deps: ReconcileDeps, namespace: string, name: st
     // transfer. Whether the cluster "has run" would not do: a crash between writing the configuration
     // and creating the first volumes would make every replica of a new cluster amnesic, and none could
     // ever answer the others' state transfer.
-    const recordedVolumes = new Set<number>(parseVolumeRecord(existingConfig?.data?.[volumesKey]));
+    const recordedVolumes = new Set<number>(parseVolumeRecord(volumesText));
     const claims = new Map<number, JsonObject | null>();
     for (const id of members) {
       const claimName = dataClaimName(name, id);
@@ -216,24 +246,25 @@ export async function reconcile(deps: ReconcileDeps, namespace: string, name: st
     }
     const volumes = [...new Set([...recordedVolumes, ...[...claims].filter(([, claim]) => claim !== null).map(([id]) => id)])].sort((a, b) => a - b);
     if (volumes.length !== recordedVolumes.size) {
-      files[volumesKey] = JSON.stringify(volumes);
-      await rest.apply(paths.configMap(namespace, configMapName(name)), configMap(cluster, files), fieldManager);
+      volumesText = JSON.stringify(volumes);
+      await saveFiles(renderFiles(record));
     }
 
     // 5. One pod per replica id, recreated with the same id and volume when lost.
-    const clusterHasRun = existingConfig !== null;
     for (const id of members) {
       const claim = claims.get(id) ?? null;
       if (claim?.metadata?.deletionTimestamp) continue;
       const podName = replicaPodName(name, id);
       const pod = await getOrNull(rest, paths.pod(namespace, podName));
-      const configHash = hashOf(files[configFileName(id)] ?? '', publicKeys, replicaKeys.get(id)?.[keyFiles.tlsCert] ?? '');
+      // Not the public keys: they grow with every added replica, and running replicas learn new members'
+      // keys from the reconfiguration itself.
+      const configHash = hashOf(String(currentFiles[configFileName(id)] ?? ''), replicaKeys.get(id)?.[keyFiles.tlsCert] ?? '');
       const joinsRunningCluster = claim?.metadata?.annotations?.[freshVolumeAnnotation] === 'true';
       const wantedPod = withPodHash(replicaPod(cluster, spec, id, { joinsRunningCluster, configHash }));
       if (pod === null) {
         if (await createIfAbsent(rest, wantedPod, paths.pods(namespace))) {
           changes.push(`created Pod ${podName}`);
-          deps.event?.(cluster, 'Normal', clusterHasRun ? 'ReplicaRecreated' : 'ReplicaCreated', `replica ${id} (pod ${podName}) created`);
+          deps.event?.(cluster, 'Normal', recordedVolumes.has(id) ? 'ReplicaRecreated' : 'ReplicaCreated', `replica ${id} (pod ${podName}) created`);
         }
         continue;
       }
@@ -268,8 +299,8 @@ export async function reconcile(deps: ReconcileDeps, namespace: string, name: st
     computeStatus({
       clusterName: name,
       generation,
-      members,
-      f: genesis?.f ?? 0,
+      members: record?.view.members ?? [],
+      f: record?.view.f ?? 0,
       pods,
       reports,
       changes,
@@ -277,12 +308,67 @@ export async function reconcile(deps: ReconcileDeps, namespace: string, name: st
       stalled,
       previous,
       now: deps.now(),
-      nextReplicaId: Math.max(previous?.nextReplicaId ?? 0, members.length === 0 ? 0 : Math.max(...members) + 1),
+      nextReplicaId: record?.nextId ?? 0,
+      pending: record?.pending ?? null,
     });
   let status = observe();
 
+  // 7. Membership: one change at a time toward spec.replicas and spec.f, as the View Manager.
+  let membershipBusy = record?.pending != null;
+  if (membershipKit !== null && spec !== null && record !== null && stalled === null && deps.submitReconfiguration !== undefined) {
+    const result = await changeMembership({
+      cluster,
+      spec,
+      generation,
+      record,
+      pods,
+      reports,
+      reported: status.view,
+      leader: status.leader,
+      ...membershipKit,
+      submit: deps.submitReconfiguration,
+      event: (type, reason, message) => deps.event?.(cluster, type, reason, message),
+    });
+    record = result.record;
+    if (result.progress !== null) changes.push(result.progress);
+    if (result.stalled !== null) stalled = result.stalled;
+    membershipBusy = result.progress !== null || record.pending !== null;
+    status = observe();
+  }
+
+  // 8. Replicas no longer in the view: their pods go, their volumes by the retention policy, their keys.
+  if (membershipKit !== null && spec !== null && record !== null && record.pending === null) {
+    const keep = new Set(record.view.members);
+    const owned = await rest.get(`${paths.pods(namespace)}?labelSelector=${encodeURIComponent(replicaSelector(name))}`);
+    for (const pod of (owned.items ?? []) as JsonObject[]) {
+      const id = Number(pod.metadata?.labels?.[labels.replicaId]);
+      if (!Number.isInteger(id) || keep.has(id) || pod.metadata?.deletionTimestamp) continue;
+      await rest.delete(paths.pod(namespace, String(pod.metadata.name))).catch((error: unknown) => {
+        if (!isNotFound(error)) throw error;
+      });
+      changes.push(`deleted Pod ${pod.metadata.name}: replica ${id} left the view`);
+      deps.event?.(cluster, 'Normal', 'ReplicaRemoved', `replica ${id} left the view; its pod was deleted`);
+    }
+    for (const id of parseVolumeRecord(membershipVolumes(await getOrNull(rest, paths.configMap(namespace, configMapName(name)))))) {
+      if (keep.has(id)) continue;
+      if (spec.storage.retentionPolicy === 'Delete' && (await getOrNull(rest, paths.claim(namespace, dataClaimName(name, id)))) !== null) {
+        await rest.delete(paths.claim(namespace, dataClaimName(name, id))).catch((error: unknown) => {
+          if (!isNotFound(error)) throw error;
+        });
+        changes.push(`deleted PersistentVolumeClaim ${dataClaimName(name, id)} of removed replica ${id}`);
+      }
+      if ((await getOrNull(rest, paths.secret(namespace, replicaSecretName(name, id)))) !== null) {
+        await rest.delete(paths.secret(namespace, replicaSecretName(name, id))).catch((error: unknown) => {
+          if (!isNotFound(error)) throw error;
+        });
+        changes.push(`deleted Secret ${replicaSecretName(name, id)} of removed replica ${id}`);
+      }
+    }
+    status = observe();
+  }
+
   // 7. A rolling update: replace one outdated pod, when the planner says it is safe (recreated next pass).
-  if (!paused && spec !== null && stalled === null && outdated.size > 0) {
+  if (!paused && spec !== null && stalled === null && !membershipBusy && outdated.size > 0) {
     if (spec.updateStrategy.type === 'OnDelete') {
       changes.push(`${outdated.size} of ${members.length} replica pods run an older manifest; they are replaced when deleted (updateStrategy OnDelete)`);
     } else {
@@ -319,13 +405,19 @@ export async function reconcile(deps: ReconcileDeps, namespace: string, name: st
 
   if (!sameStatus(previous, status)) {
     // A merge patch keeps fields it does not name: what is no longer observed is cleared with null.
-    await rest.mergePatch(paths.bftClusterStatus(namespace, name), { status: { ...status, view: status.view ?? null, leader: status.leader ?? null } });
+    await rest.mergePatch(paths.bftClusterStatus(namespace, name), {
+      status: { ...status, view: status.view ?? null, leader: status.leader ?? null, pendingReconfiguration: status.pendingReconfiguration ?? null },
+    });
     const becameReady = status.conditions?.find((c) => c.type === 'Ready')?.status === 'True' && previous?.conditions?.find((c) => c.type === 'Ready')?.status !== 'True';
-    if (becameReady) deps.event?.(cluster, 'Normal', 'Ready', `all ${members.length} replicas are ready`);
+    if (becameReady) deps.event?.(cluster, 'Normal', 'Ready', `all ${status.readyReplicas} replicas are ready`);
   }
   for (const change of changes) deps.logger?.info({ cluster: `${namespace}/${name}`, change }, 'reconciled');
   const ready = status.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
   return { requeueAfterMs: ready && changes.length === 0 ? requeueWhenReadyMs : requeueWhileConvergingMs };
+}
+
+function membershipVolumes(configMapObject: JsonObject | null): unknown {
+  return configMapObject?.data?.[volumesKey];
 }
 
 function readyForMs(pod: PodObservation | undefined, now: Date): number {

@@ -4,6 +4,7 @@
 
 import type { BftClusterStatus, Condition } from '../api/bftcluster.ts';
 import { replicaPodName, replicaSelector } from '../specs/names.ts';
+import type { PendingChange } from './records.ts';
 
 /** What a replica's admin server reports (replica/src/server/replica-process.ts), as far as the operator reads it. */
 export interface ReplicaReport {
@@ -44,6 +45,8 @@ export interface Observations {
   readonly previous: BftClusterStatus | undefined;
   readonly now: Date;
   readonly nextReplicaId: number;
+  /** A membership change recorded and not yet seen committed. */
+  readonly pending?: PendingChange | null;
 }
 
 function condition(previous: readonly Condition[] | undefined, now: Date, generation: number, type: Condition['type'], status: boolean, reason: string, message: string): Condition {
@@ -119,6 +122,18 @@ export function computeStatus(o: Observations): BftClusterStatus {
     ...(leader === undefined ? {} : { leader }),
     members: [...members],
     nextReplicaId: o.nextReplicaId,
+    ...(o.pending == null
+      ? {}
+      : {
+          pendingReconfiguration: {
+            operation: o.pending.kind,
+            ...(o.pending.id === undefined ? {} : { replicaId: o.pending.id }),
+            f: o.pending.f,
+            fromView: o.pending.fromView,
+            epoch: o.pending.epoch,
+            nonce: o.pending.nonce,
+          },
+        }),
     conditions,
   };
 }

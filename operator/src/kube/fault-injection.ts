@@ -1,7 +1,8 @@
 // Crash injection for the operator's own tests: "kill the operator between any two steps". With
 // BFTKUBE_OPERATOR_FAULT_KILL_AFTER_WRITES=N the process SIGKILLs itself right after its N-th successful
-// write to the apiserver made by reconciliation (lease renewals and events do not count), so a test can
-// stop it after every single step of creating a cluster in turn. Unset, nothing is wrapped.
+// write made by reconciliation: to the apiserver (lease renewals and events do not count) or to the
+// cluster (a submitted reconfiguration), so a test can stop it after every single step of creating or
+// scaling a cluster in turn. Unset, nothing is wrapped.
 
 import type { KubeRest } from './rest.ts';
 
@@ -18,16 +19,31 @@ export function killAfterWritesFrom(env: NodeJS.ProcessEnv): number | null {
   return count;
 }
 
-export function killingAfterWrites<T extends Writes>(rest: T, writesMax: number, kill: () => void = () => process.kill(process.pid, 'SIGKILL')): T {
-  let writes = 0;
-  const counted =
-    <A extends unknown[]>(write: (...args: A) => Promise<unknown>) =>
-    async (...args: A) => {
+/** Counts writes across wrapped functions and kills the process after the N-th. */
+export class WriteKiller {
+  private writes = 0;
+  private readonly writesMax: number;
+  private readonly kill: () => void;
+
+  constructor(writesMax: number, kill: () => void = () => process.kill(process.pid, 'SIGKILL')) {
+    this.writesMax = writesMax;
+    this.kill = kill;
+  }
+
+  /** `write`, with each successful call counted: the kill comes once it returned, before its caller goes on. */
+  counted<A extends unknown[], R>(write: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
+    return async (...args: A) => {
       const result = await write(...args);
-      writes += 1;
-      if (writes >= writesMax) kill();
+      this.writes += 1;
+      if (this.writes >= this.writesMax) this.kill();
       return result;
     };
+  }
+}
+
+export function killingAfterWrites<T extends Writes>(rest: T, writesMax: number | WriteKiller, kill?: () => void): T {
+  const killer = writesMax instanceof WriteKiller ? writesMax : new WriteKiller(writesMax, kill);
+  const counted = <A extends unknown[], R>(write: (...args: A) => Promise<R>) => killer.counted(write);
   return {
     ...rest,
     get: rest.get.bind(rest),
