@@ -5,20 +5,16 @@
 import { createHash } from 'node:crypto';
 import { type CertificateAndKey, createClusterCa, issueClientCertificate, issueReplicaCertificate } from '../../../replica/src/crypto/certificates.ts';
 import { generateSigningKeyPair } from '../../../replica/src/crypto/ed25519.ts';
+import { secretKeyFiles } from '../../../replica/src/client/connection.ts';
 import { limits } from '../../../replica/src/constants.ts';
 import { replicaDnsNames } from '../specs/names.ts';
 
 /** Secret data keys. */
-export const keyFiles = {
-  caCert: 'ca.crt',
-  caKey: 'ca.key',
-  tlsCert: 'tls.crt',
-  tlsKey: 'tls.key',
-  signingKey: 'signing.pem',
-  /** The raw Ed25519 public key, base64: what public-keys.json lists. */
-  signingPublic: 'signing.pub',
-  clientId: 'client-id',
-} as const;
+/**
+ * Secret data keys: the layout the client library reads a mounted client Secret in (one definition, so
+ * that the operator and applications agree), plus the CA's key, which only the CA Secret holds.
+ */
+export const keyFiles = { ...secretKeyFiles, caKey: 'ca.key' } as const;
 
 export type SecretData = Record<string, string>;
 
