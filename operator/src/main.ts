@@ -9,7 +9,6 @@
 
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { KubeConfig } from '@kubernetes/client-node';
 import Fastify from 'fastify';
 import pino from 'pino';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -22,7 +21,7 @@ import { eventRecorder } from './kube/events.ts';
 import { WriteKiller, killAfterWritesFrom, killingAfterWrites } from './kube/fault-injection.ts';
 import { LeaderElection } from './kube/lease.ts';
 import { paths } from './kube/paths.ts';
-import { type JsonObject, KubeRest, runListWatch } from './kube/rest.ts';
+import { type JsonObject, connectToApiServer, runListWatch } from './kube/rest.ts';
 import { WorkQueue } from './kube/work-queue.ts';
 
 const environmentSchema = z.object({
@@ -70,10 +69,7 @@ async function probe(podIp: string): Promise<ReplicaReport | null> {
 }
 
 async function main(): Promise<void> {
-  const kubeConfig = new KubeConfig();
-  if (environment.KUBECONFIG !== undefined) kubeConfig.loadFromFile(environment.KUBECONFIG);
-  else kubeConfig.loadFromCluster();
-  const rest = new KubeRest(kubeConfig);
+  const rest = connectToApiServer(environment.KUBECONFIG);
   const killAfterWrites = killAfterWritesFrom(process.env);
   // Only reconciliation's writes count toward an injected crash (tests of "killed between two steps").
   const killer = killAfterWrites === null ? null : new WriteKiller(killAfterWrites);

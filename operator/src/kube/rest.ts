@@ -82,6 +82,14 @@ export class KubeRest {
   }
 }
 
+/** A client of the apiserver: from a kubeconfig file, or else the pod's service account (in-cluster). */
+export function connectToApiServer(kubeconfigPath: string | undefined): KubeRest {
+  const kubeConfig = new KubeConfig();
+  if (kubeconfigPath !== undefined) kubeConfig.loadFromFile(kubeconfigPath);
+  else kubeConfig.loadFromCluster();
+  return new KubeRest(kubeConfig);
+}
+
 export function isNotFound(error: unknown): boolean {
   return error instanceof KubeApiError && error.statusCode === 404;
 }
