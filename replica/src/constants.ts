@@ -107,6 +107,8 @@ export const limits = {
   serviceWorkerCoresMin: 4,
   /** Client sessions whose reply connection a replica remembers; a forgotten one is answered on its identity's latest. */
   sessionRoutesMax: 65_536,
+  /** Ordered requests a replica remembers it should answer by digest; a forgotten one gets its full reply. */
+  digestReplyRequestsMax: 65_536,
   /** Connections still in their TLS handshake, over all peers; beyond it the server stops accepting. */
   handshakesPendingMax: 256,
   /** Encoded bytes waiting for one replica link (while disconnected or under backpressure); beyond it frames drop. */

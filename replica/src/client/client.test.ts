@@ -1,10 +1,10 @@
-import { generateKeyPairSync, sign, verify } from 'node:crypto';
+import { generateKeyPairSync, hash, sign, verify } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { limits } from '../constants.ts';
 import type { View } from '../core/view.ts';
 import { BftError } from '../errors.ts';
 import { decodeMessage, encodeMessage, requestSigningPayload } from '../protocol/codec.ts';
-import { type Busy, type ClientRequest, type Message, MessageType, type Reply } from '../protocol/messages.ts';
+import { type Busy, type ClientRequest, type Message, MessageType, type Reply, type ReplyDigest } from '../protocol/messages.ts';
 import { BftClient, type BftClientOptions, ClientDropReason, unorderedSeqFirst } from './client.ts';
 import type { ClientTransport } from './transport.ts';
 
@@ -16,15 +16,19 @@ const bft4: View = { number: 0, mode: 'bft', f: 1, members: [0, 1, 2, 3] };
 const crash3: View = { number: 0, mode: 'crash', f: 1, members: [0, 1, 2] };
 
 /** What a scripted replica does with one copy of a request. */
-type Answer = { readonly result: string; readonly view?: number } | 'busy' | 'silent';
-type Script = (replicaId: number, request: ClientRequest, copy: number) => Answer;
+type Answer = { readonly result: string; readonly view?: number; readonly asDigest?: boolean } | 'busy' | 'silent';
+/** `wantsDigest`: this copy asked for a REPLY_DIGEST (a script honours it by answering with asDigest). */
+type Script = (replicaId: number, request: ClientRequest, copy: number, wantsDigest: boolean) => Answer;
 
 const silent: Script = () => 'silent';
 const correct: Script = (_replica, request) => ({ result: `ok:${text.decode(request.operation)}` });
+/** Correct replicas that answer by digest when asked to, as real ones do. */
+const correctByDigest: Script = (_replica, request, _copy, wantsDigest) => ({ result: `ok:${text.decode(request.operation)}`, asDigest: wantsDigest });
 
 interface Received {
   readonly replicaId: number;
   readonly request: ClientRequest;
+  readonly wantsDigest: boolean;
   readonly atMs: number;
 }
 
@@ -71,11 +75,13 @@ class ScriptedReplicas implements ClientTransport {
       return;
     }
     const copy = this.received.filter((r) => r.replicaId === replicaId && r.request.seq === request.seq).length + 1;
-    this.received.push({ replicaId, request, atMs: Date.now() - this.startMs });
-    const answer = this.script(replicaId, request, copy);
+    const wantsDigest = decoded.message.replyWithDigest === true;
+    this.received.push({ replicaId, request, wantsDigest, atMs: Date.now() - this.startMs });
+    const answer = this.script(replicaId, request, copy, wantsDigest);
     if (answer === 'silent') return;
     queueMicrotask(() => {
       if (answer === 'busy') this.busy(replicaId, request.clientId, request.seq);
+      else if (answer.asDigest === true) this.replyDigest(replicaId, request.clientId, request.seq, answer.result, answer.view);
       else this.reply(replicaId, request.clientId, request.seq, answer.result, answer.view);
     });
   }
@@ -100,6 +106,11 @@ class ScriptedReplicas implements ClientTransport {
   reply(replicaId: number, clientId: string, seq: number, result: string, view = 0): void {
     const reply: Reply = { type: MessageType.REPLY, view, clientId, seq, result: bytes(result) };
     this.deliver(replicaId, reply);
+  }
+
+  replyDigest(replicaId: number, clientId: string, seq: number, result: string, view = 0): void {
+    const digest: ReplyDigest = { type: MessageType.REPLY_DIGEST, view, clientId, seq, resultDigest: hash('sha256', bytes(result), 'buffer') };
+    this.deliver(replicaId, digest);
   }
 
   busy(replicaId: number, clientId: string, seq: number): void {
@@ -195,7 +206,7 @@ describe('ordered requests: how many matching replies decide', () => {
   });
 
   it('in crash mode a majority of replies decides (one is not enough: a read after it could miss the write)', async () => {
-    const replicas = new ScriptedReplicas((replica, request) => (replica === 2 ? correct(replica, request, 1) : 'silent'));
+    const replicas = new ScriptedReplicas((replica, request) => (replica === 2 ? correct(replica, request, 1, false) : 'silent'));
     const client = makeClient(replicas, { view: crash3 });
     const call = track(client.invokeOrdered(bytes('x')));
     await settle();
@@ -210,7 +221,7 @@ describe('ordered requests: how many matching replies decide', () => {
     // Replica 0 answers at once; the other replies are lost the first time, so f+1 forms only after a
     // retransmission, which goes only to the replicas that have not replied.
     const replicas = new ScriptedReplicas((replica, request, copy) =>
-      replica === 0 || copy >= 2 ? correct(replica, request, copy) : 'silent',
+      replica === 0 || copy >= 2 ? correct(replica, request, copy, false) : 'silent',
     );
     const client = makeClient(replicas, { timeouts: { retransmitMs: 100 } });
     const call = track(client.invokeOrdered(bytes('x')));
@@ -223,6 +234,98 @@ describe('ordered requests: how many matching replies decide', () => {
     expect(resultOf(call)).toBe('ok:x');
     expect(client.stats()).toMatchObject({ sends: 7, retransmissions: 1 });
     expect(replicas.copiesOf(1).filter((r) => r.replicaId === 0)).toHaveLength(1);
+    await client.close();
+  });
+});
+
+describe('replies by digest (one replica sends the result, the others its SHA-256)', () => {
+  /** The replica this request asked for the full result. */
+  const fullReplierOf = (replicas: ScriptedReplicas, seq: number): number[] =>
+    replicas.copiesOf(seq).filter((r) => !r.wantsDigest).map((r) => r.replicaId);
+
+  it('asks exactly one replica for the result and completes on it plus matching digests', async () => {
+    const replicas = new ScriptedReplicas(correctByDigest);
+    const client = makeClient(replicas);
+    expect(text.decode(await settled(client.invokeOrdered(bytes('x'))))).toBe('ok:x');
+    expect(replicas.copiesOf(1)).toHaveLength(4);
+    expect(fullReplierOf(replicas, 1)).toHaveLength(1);
+    // The next request asks the replica that answered first.
+    expect(text.decode(await settled(client.invokeOrdered(bytes('y'))))).toBe('ok:y');
+    expect(fullReplierOf(replicas, 2)).toEqual([replicas.copiesOf(1)[0]?.replicaId]);
+    expect(client.stats()).toMatchObject({ sends: 8, fullResultFetches: 0, retransmissions: 0 });
+    await client.close();
+  });
+
+  it('when the chosen replica stays silent for fullResultWaitMs after a digest quorum, gets the result from the digest senders', async () => {
+    let chosen = -1;
+    const replicas = new ScriptedReplicas((replica, request, copy, wantsDigest) => {
+      if (chosen === -1 && !wantsDigest) chosen = replica;
+      return replica === chosen ? 'silent' : correctByDigest(replica, request, copy, wantsDigest);
+    });
+    const client = makeClient(replicas, { timeouts: { fullResultWaitMs: 20 } });
+    const call = track(client.invokeOrdered(bytes('x')));
+    await vi.advanceTimersByTimeAsync(19);
+    expect(call.state).toBe('pending');
+    await vi.advanceTimersByTimeAsync(1);
+    expect(resultOf(call)).toBe('ok:x');
+    // Four first copies, then the full request to all four: the silent one may only be slow.
+    expect(client.stats()).toMatchObject({ fullResultFetches: 1, retransmissions: 0, sends: 8 });
+    // The silent replica is not asked again; the one that answered first is asked next time.
+    const next = track(client.invokeOrdered(bytes('y')));
+    await settle();
+    expect(resultOf(next)).toBe('ok:y');
+    expect(fullReplierOf(replicas, 2)).toHaveLength(1);
+    expect(fullReplierOf(replicas, 2)).not.toContain(chosen);
+    expect(client.stats().fullResultFetches).toBe(1);
+    await client.close();
+  });
+
+  it('a chosen replica that lies in its result cannot decide it; the true bytes come from the digest senders', async () => {
+    const replicas = new ScriptedReplicas((replica, request, copy, wantsDigest) =>
+      !wantsDigest && copy === 1 ? { result: 'forged' } : correctByDigest(replica, request, copy, wantsDigest),
+    );
+    const client = makeClient(replicas);
+    expect(text.decode(await settled(client.invokeOrdered(bytes('x'))))).toBe('ok:x');
+    expect(client.stats().fullResultFetches).toBe(1);
+    await client.close();
+  });
+
+  it('digests alone never decide: when every member answered by digest, the client asks them for the bytes', async () => {
+    // Only digests, even when asked for the result the first time: as if the chosen replica were lost.
+    const replicas = new ScriptedReplicas((replica, request, copy) =>
+      copy === 1 ? { result: `ok:${text.decode(request.operation)}`, asDigest: true } : correct(replica, request, copy, false),
+    );
+    const client = makeClient(replicas, { timeouts: { retransmitMs: 100 } });
+    const call = track(client.invokeOrdered(bytes('x')));
+    await settle();
+    // All four answered by digest: the client asked the three digest senders for the result at once.
+    expect(resultOf(call)).toBe('ok:x');
+    expect(client.stats()).toMatchObject({ fullResultFetches: 1, retransmissions: 0 });
+    await client.close();
+  });
+
+  it('async invocations and unordered reads ask every replica for the full result, and a digest for them is dropped', async () => {
+    const replicas = new ScriptedReplicas(correctByDigest);
+    const client = makeClient(replicas);
+    const seen: string[] = [];
+    const call = client.invokeAsync(bytes('a'), (replicaId, result) => seen.push(`${replicaId}:${text.decode(result)}`));
+    await settle();
+    await settled(call.done);
+    expect(text.decode(await settled(client.invokeUnordered(bytes('r'))))).toBe('ok:r');
+    expect(replicas.received.every((r) => !r.wantsDigest)).toBe(true);
+    expect(seen).toHaveLength(3);
+
+    const detached = client.invokeAsync(bytes('b'), () => {});
+    replicas.replyDigest(1, 'alice', detached.seq, 'ok:b');
+    expect(client.stats().dropped).toMatchObject({ [ClientDropReason.UNEXPECTED_DIGEST]: 1 });
+    await client.close();
+  });
+
+  it('replyDigests: false asks every replica for the full result', async () => {
+    const replicas = new ScriptedReplicas(correctByDigest);
+    const client = makeClient(replicas, { replyDigests: false });
+    expect(text.decode(await settled(client.invokeOrdered(bytes('x'))))).toBe('ok:x');
+    expect(replicas.received.every((r) => !r.wantsDigest)).toBe(true);
     await client.close();
   });
 });

@@ -19,7 +19,7 @@ import { limits } from '../constants.ts';
 import { type ReplicaId, type View, ViewInfo } from '../core/view.ts';
 import { BftError } from '../errors.ts';
 import { decodeMessage, encodeMessage, requestSigningPayload } from '../protocol/codec.ts';
-import { type Busy, type Bytes, type ClientRequest, type Message, MessageType, type Reply, RequestKind, type ViewReply } from '../protocol/messages.ts';
+import { type Busy, type Bytes, type ClientRequest, type Message, MessageType, type Reply, type ReplyDigest, RequestKind, type ViewReply } from '../protocol/messages.ts';
 import { type ViewDescription, encodeReconfigurationResult } from '../protocol/reconfiguration.ts';
 import { DropReason } from '../protocol/reasons.ts';
 import { ReplyTally } from './replies.ts';
@@ -46,6 +46,8 @@ export const ClientDropReason = {
   NOT_OUTSTANDING: 'not_outstanding',
   /** A second REPLY (or a BUSY after a REPLY) from the same replica for the same request. */
   DUPLICATE: DropReason.DUPLICATE,
+  /** A REPLY_DIGEST for a request that did not ask for one (an unordered or async request). */
+  UNEXPECTED_DIGEST: 'unexpected_digest',
 } as const;
 export type ClientDropReasonCode = (typeof ClientDropReason)[keyof typeof ClientDropReason];
 
@@ -60,6 +62,11 @@ export interface ClientTimeouts {
   readonly orderedTimeoutMs?: number;
   /** An unordered request without a quorum by then falls back to an ordered one. */
   readonly unorderedTimeoutMs?: number;
+  /**
+   * With reply digests: how long the replica asked for the result may lag behind a quorum of digests
+   * before the client asks the digest senders for it.
+   */
+  readonly fullResultWaitMs?: number;
 }
 
 export interface RequestSigner {
@@ -93,6 +100,12 @@ export interface BftClientOptions {
   readonly onNewerView?: (viewNumber: number) => void;
   /** Called after the client moved to a newer view (its requests then go to that view's members). */
   readonly onViewChanged?: (view: ViewDescription) => void;
+  /**
+   * Ordered requests of invokeOrdered ask one replica for the full result and the others for its SHA-256
+   * only (REPLY_DIGEST), as PBFT does: replies cost one result's bytes instead of n. If that replica is
+   * slow, silent or lying, the client asks the others for the result. Default true.
+   */
+  readonly replyDigests?: boolean;
 }
 
 export const clientDefaults = {
@@ -100,9 +113,11 @@ export const clientDefaults = {
   retransmitMsMax: 4_000,
   orderedTimeoutMs: 30_000,
   unorderedTimeoutMs: 2_000,
+  fullResultWaitMs: 20,
   inFlightMax: 1,
   waitingMax: 256,
   firstSeq: 1,
+  replyDigests: true,
 } as const;
 
 export interface AsyncInvocation {
@@ -127,6 +142,8 @@ export interface ClientStats {
   readonly detached: number;
   /** Encoded requests handed to the transport, first copies and retransmissions. */
   readonly sends: number;
+  /** Requests answered by digest whose full result had to be asked for again (the chosen replica was slow or wrong). */
+  readonly fullResultFetches: number;
   /** Retransmission rounds (each sends to every replica that has not replied yet). */
   readonly retransmissions: number;
   readonly busyReceived: number;
@@ -148,6 +165,16 @@ type Caller =
 interface Outstanding {
   readonly request: ClientRequest;
   readonly encoded: Bytes;
+  /**
+   * The same request asking for a REPLY_DIGEST, sent to every member but `fullReplier`; null when every
+   * copy asks for the full result (unordered and async requests, after a retransmission or a fetch).
+   */
+  encodedForDigest: Bytes | null;
+  fullReplier: ReplicaId | null;
+  /** The first replica whose reply counted: the next request asks it for the full result. */
+  firstReplier: ReplicaId | null;
+  /** Runs fetchFullResult when `fullReplier` lags a quorum of digests for too long. */
+  fullResultTimer: Timer | null;
   /** Replaced, restricted to the new members, when the client moves to a new view. */
   tally: ReplyTally;
   /** Null once the caller stopped waiting (timeout, cancel): the request itself is still alive. */
@@ -170,6 +197,8 @@ interface ResolvedOptions {
   readonly inFlightMax: number;
   readonly waitingMax: number;
   readonly firstSeq: number;
+  readonly replyDigests: boolean;
+  readonly fullResultWaitMs: number;
 }
 
 export class BftClient {
@@ -199,6 +228,9 @@ export class BftClient {
   private closing: Promise<void> | null = null;
 
   private sends = 0;
+  private fullResultFetches = 0;
+  /** The replica asked for full results: the one that answered first most recently. */
+  private preferredFullReplier: ReplicaId | null = null;
   private retransmissions = 0;
   private busyReceived = 0;
   private unorderedFallbacks = 0;
@@ -291,6 +323,7 @@ export class BftClient {
       unorderedInFlight: this.unordered.size,
       detached,
       sends: this.sends,
+      fullResultFetches: this.fullResultFetches,
       retransmissions: this.retransmissions,
       busyReceived: this.busyReceived,
       unorderedFallbacks: this.unorderedFallbacks,
@@ -394,9 +427,14 @@ export class BftClient {
       }
       request = { ...unsigned, signature };
     }
+    const byDigest = ordered && caller.kind === 'promise' && this.options.replyDigests && this.viewInfo.n > 1;
     return {
       request,
       encoded: encodeMessage({ type: MessageType.REQUEST, request }),
+      encodedForDigest: byDigest ? encodeMessage({ type: MessageType.REQUEST, request, replyWithDigest: true }) : null,
+      fullReplier: null,
+      firstReplier: null,
+      fullResultTimer: null,
       tally: new ReplyTally(),
       caller,
       sent: false,
@@ -423,22 +461,52 @@ export class BftClient {
   }
 
   // ---------------------------------------------------------------------------------------------
-  // Sending and retransmitting. Sends happen only here and on the retransmission timer: never in answer
-  // to a message from a replica, so that no reply or BUSY can multiply traffic.
+  // Sending and retransmitting. Sends happen only here and on the retransmission timer, and once per request
+  // when a digest quorum lacks its result: never freely in answer to a message from a replica, so that no
+  // reply or BUSY can multiply traffic.
 
   private sendFirstCopies(entry: Outstanding): void {
     entry.sent = true;
+    if (entry.encodedForDigest !== null) entry.fullReplier = this.fullReplierNow();
     this.sendCopies(entry);
     this.scheduleRetransmission(entry);
   }
 
-  /** To every member that has not replied yet (a replica's first reply is the only one that counts). */
+  /** The member to ask for the full result: the one that answered first lately, else one by clientId. */
+  private fullReplierNow(): ReplicaId {
+    const preferred = this.preferredFullReplier;
+    if (preferred !== null && this.viewInfo.isMember(preferred)) return preferred;
+    const members = this.viewInfo.view.members;
+    let spread = 0;
+    for (let i = 0; i < this.clientId.length; i++) spread = (spread * 31 + this.clientId.charCodeAt(i)) >>> 0;
+    return members[spread % members.length] as ReplicaId;
+  }
+
+  /**
+   * To every member that has not replied yet (a replica's first reply is the only one that counts), and,
+   * once the request asks for full results only, to those that sent just a digest.
+   */
   private sendCopies(entry: Outstanding): void {
+    const forDigest = entry.encodedForDigest;
     for (const member of this.viewInfo.view.members) {
-      if (entry.tally.hasReplied(member)) continue;
-      this.transport.send(member, entry.encoded);
+      if (entry.tally.hasFullReply(member) || (forDigest !== null && entry.tally.hasReplied(member))) continue;
+      this.transport.send(member, forDigest === null || member === entry.fullReplier ? entry.encoded : forDigest);
       this.sends++;
     }
+  }
+
+  /**
+   * A quorum vouched for a result by digest but nobody sent its bytes: from now on every copy asks for the
+   * full result, starting with the replicas that sent a digest (they answer from their reply caches). Once
+   * per request, so replies cannot multiply traffic.
+   */
+  private fetchFullResult(entry: Outstanding): void {
+    if (entry.fullResultTimer !== null) clearTimeout(entry.fullResultTimer);
+    entry.fullResultTimer = null;
+    if (entry.encodedForDigest === null || entry.finished) return;
+    entry.encodedForDigest = null;
+    this.fullResultFetches++;
+    this.sendCopies(entry);
   }
 
   private scheduleRetransmission(entry: Outstanding): void {
@@ -450,6 +518,10 @@ export class BftClient {
     entry.retransmitTimer = null;
     if (entry.finished) return;
     this.retransmissions++;
+    // Whatever held the request up, its result's bytes may be part of it: ask everyone for them.
+    entry.encodedForDigest = null;
+    if (entry.fullResultTimer !== null) clearTimeout(entry.fullResultTimer);
+    entry.fullResultTimer = null;
     this.sendCopies(entry);
     entry.deferredByBusy = false;
     entry.retransmitIntervalMs = Math.min(entry.retransmitIntervalMs * 2, this.options.retransmitMsMax);
@@ -478,8 +550,10 @@ export class BftClient {
     entry.caller = null;
     if (entry.retransmitTimer !== null) clearTimeout(entry.retransmitTimer);
     if (entry.deadlineTimer !== null) clearTimeout(entry.deadlineTimer);
+    if (entry.fullResultTimer !== null) clearTimeout(entry.fullResultTimer);
     entry.retransmitTimer = null;
     entry.deadlineTimer = null;
+    entry.fullResultTimer = null;
     const seq = entry.request.seq;
     if (!entry.request.ordered) {
       this.unordered.delete(seq);
@@ -491,6 +565,7 @@ export class BftClient {
 
   private complete(entry: Outstanding, result: Bytes): void {
     const caller = entry.caller;
+    if (entry.firstReplier !== null && entry.request.ordered) this.preferredFullReplier = entry.firstReplier;
     this.finish(entry);
     if (caller?.kind === 'promise') caller.resolve(result);
     else if (caller?.kind === 'async') caller.resolve();
@@ -541,16 +616,22 @@ export class BftClient {
       if (!decoded.ok) return this.drop(decoded.reason as ClientDropReasonCode);
       message = decoded.message;
     }
-    if (message.type !== MessageType.REPLY && message.type !== MessageType.BUSY && message.type !== MessageType.VIEW_REPLY) {
+    if (
+      message.type !== MessageType.REPLY &&
+      message.type !== MessageType.REPLY_DIGEST &&
+      message.type !== MessageType.BUSY &&
+      message.type !== MessageType.VIEW_REPLY
+    ) {
       return this.drop(ClientDropReason.NOT_FOR_CLIENTS);
     }
     if (!this.viewInfo.isMember(replicaId)) return this.drop(ClientDropReason.NOT_MEMBER);
     if (message.clientId !== this.clientId) return this.drop(ClientDropReason.WRONG_CLIENT);
     if (message.type === MessageType.VIEW_REPLY) return this.onViewReply(replicaId, message);
-    if (message.type === MessageType.REPLY) this.noteReportedView(replicaId, message.view);
+    if (message.type === MessageType.REPLY || message.type === MessageType.REPLY_DIGEST) this.noteReportedView(replicaId, message.view);
     const entry = message.seq >= unorderedSeqFirst ? this.unordered.get(message.seq) : this.orderedInFlight.get(message.seq);
     if (entry === undefined) return this.drop(ClientDropReason.NOT_OUTSTANDING);
     if (message.type === MessageType.BUSY) return this.onBusy(replicaId, entry, message);
+    if (message.type === MessageType.REPLY_DIGEST) return this.onReplyDigest(replicaId, entry, message);
     this.onReply(replicaId, entry, message);
   }
 
@@ -560,8 +641,17 @@ export class BftClient {
     this.deferRetransmission(entry);
   }
 
+  private onReplyDigest(replicaId: ReplicaId, entry: Outstanding, reply: ReplyDigest): void {
+    // Only ordered requests of invokeOrdered ask for digests; async callers see every reply's bytes.
+    if (!entry.request.ordered || entry.caller?.kind === 'async') return this.drop(ClientDropReason.UNEXPECTED_DIGEST);
+    if (!entry.tally.addDigest(replicaId, reply.resultDigest)) return this.drop(ClientDropReason.DUPLICATE);
+    entry.firstReplier ??= replicaId;
+    this.settle(entry);
+  }
+
   private onReply(replicaId: ReplicaId, entry: Outstanding, reply: Reply): void {
     if (!entry.tally.add(replicaId, reply.result)) return this.drop(ClientDropReason.DUPLICATE);
+    entry.firstReplier ??= replicaId;
     const caller = entry.caller;
     if (caller?.kind === 'async') callUser(() => caller.onReply(replicaId, reply.result));
     // The callback may have closed the client.
@@ -575,6 +665,12 @@ export class BftClient {
     const quorum = entry.request.ordered ? quorums.orderedReply : quorums.unorderedReply;
     const result = entry.tally.decided(quorum);
     if (result !== null) return this.complete(entry, result);
+    if (entry.encodedForDigest !== null && entry.tally.digestOnlyQuorum(quorum).length > 0) {
+      // Digests alone finish nothing. A chosen replica that answered with other bytes is not going to
+      // send these; one that has not answered gets fullResultWaitMs (it is usually just behind).
+      if (entry.fullReplier === null || entry.tally.hasReplied(entry.fullReplier)) return this.fetchFullResult(entry);
+      entry.fullResultTimer ??= setTimeout(() => this.fetchFullResult(entry), this.options.fullResultWaitMs);
+    }
     // Correct replicas always agree on ordered results, so only a read can end in disagreement.
     if (!entry.request.ordered && !entry.tally.canStillReach(quorum, n)) this.fallBack(entry);
   }
@@ -676,6 +772,8 @@ function resolveOptions(options: BftClientOptions): ResolvedOptions {
     inFlightMax: options.inFlightMax ?? clientDefaults.inFlightMax,
     waitingMax: options.waitingMax ?? clientDefaults.waitingMax,
     firstSeq: options.firstSeq ?? clientDefaults.firstSeq,
+    replyDigests: options.replyDigests ?? clientDefaults.replyDigests,
+    fullResultWaitMs: options.timeouts?.fullResultWaitMs ?? clientDefaults.fullResultWaitMs,
   };
   const problem = invalidOptions(options.clientId, resolved);
   if (problem !== null) throw new BftError('BFT_ERR_CONFIG_INVALID', `client options: ${problem}`);
@@ -697,5 +795,7 @@ function invalidOptions(clientId: string, o: ResolvedOptions): string | null {
   if (!within(o.retransmitMs, 1, o.retransmitMsMax)) return 'timeouts.retransmitMs must be 1 ms to timeouts.retransmitMsMax';
   if (!within(o.orderedTimeoutMs, 1, timeoutMax)) return `timeouts.orderedTimeoutMs must be 1 to ${timeoutMax} ms`;
   if (!within(o.unorderedTimeoutMs, 1, timeoutMax)) return `timeouts.unorderedTimeoutMs must be 1 to ${timeoutMax} ms`;
+  if (!within(o.fullResultWaitMs, 1, o.retransmitMsMax)) return 'timeouts.fullResultWaitMs must be 1 ms to timeouts.retransmitMsMax';
+  if (typeof o.replyDigests !== 'boolean') return 'replyDigests must be true or false';
   return null;
 }

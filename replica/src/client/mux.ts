@@ -29,7 +29,10 @@ export class ClientMux {
     }
     const decoded = decodeMessage(payload);
     const type = decoded.ok ? decoded.message.type : null;
-    if (!decoded.ok || (type !== MessageType.REPLY && type !== MessageType.BUSY && type !== MessageType.VIEW_REPLY)) {
+    if (
+      !decoded.ok ||
+      (type !== MessageType.REPLY && type !== MessageType.REPLY_DIGEST && type !== MessageType.BUSY && type !== MessageType.VIEW_REPLY)
+    ) {
       this.unrouted++;
       return;
     }

@@ -1,66 +1,140 @@
 // The replies to one request, and the quorum arithmetic over them. Pure: no timers, no I/O.
 //
-// Only the first REPLY of each replica counts. A correct replica answers every copy of a request with the
+// Only the first reply of each replica counts. A correct replica answers every copy of a request with the
 // same result (ordered: from its reply cache; unordered: whatever it read first), so a second, different
 // answer can only come from a faulty replica, and letting it change its vote would let it count twice.
+// The one later reply that is taken is a replica's full result after it first sent only that result's
+// digest (REPLY_DIGEST): the vote stays the same, the client only learns the bytes behind it.
 
 import { Buffer } from 'node:buffer';
+import { hash } from 'node:crypto';
 import type { Bytes } from '../protocol/messages.ts';
 import type { ReplicaId } from '../core/view.ts';
 
 interface ResultGroup {
-  readonly result: Bytes;
+  /** Null while only digests of this result have arrived. */
+  result: Bytes | null;
+  /** The result's SHA-256; computed only once a digest has to be compared with it. */
+  digest: Bytes | null;
   count: number;
 }
 
+interface Vote {
+  readonly group: ResultGroup;
+  full: boolean;
+}
+
 export class ReplyTally {
-  /** Each replica's counted result. */
-  private readonly repliedReplicas = new Map<ReplicaId, Bytes>();
+  private readonly votes = new Map<ReplicaId, Vote>();
   /** Distinct results, at most one per replica (so at most n, which is ≤ limits.membersMax). */
   private readonly groups: ResultGroup[] = [];
-  private best: ResultGroup | null = null;
 
-  /** Replicas whose REPLY counted. */
+  /** Replicas whose reply counted, full or by digest. */
   get replied(): number {
-    return this.repliedReplicas.size;
+    return this.votes.size;
   }
 
   hasReplied(replica: ReplicaId): boolean {
-    return this.repliedReplicas.has(replica);
+    return this.votes.has(replica);
   }
 
-  /** Counts the first reply of a replica; false (and nothing counted) for any later one. */
+  /** Whether the replica sent its full result (not only a digest). */
+  hasFullReply(replica: ReplicaId): boolean {
+    return this.votes.get(replica)?.full === true;
+  }
+
+  /**
+   * Counts a replica's full result. False (nothing counted) for a replica that already replied, unless it
+   * replied by digest and this result has that digest: then the group gains the bytes, not a vote.
+   */
   add(replica: ReplicaId, result: Bytes): boolean {
-    if (this.repliedReplicas.has(replica)) return false;
-    this.repliedReplicas.set(replica, result);
-    // Results are compared byte for byte: n is small, and hashing a 1 MiB result would cost more than
-    // comparing it with the few distinct results seen so far.
-    let group = this.groups.find((g) => bytesEqual(g.result, result));
+    const previous = this.votes.get(replica);
+    if (previous !== undefined) {
+      if (previous.full || !bytesEqual(digestOfGroup(previous.group), sha256(result))) return false;
+      previous.full = true;
+      previous.group.result ??= result;
+      return true;
+    }
+    // Results are compared byte for byte while no digest is involved: n is small, and hashing a 1 MiB
+    // result would cost more than comparing it with the few distinct results seen so far.
+    let group = this.groups.find((g) => g.result !== null && bytesEqual(g.result, result));
+    if (group === undefined && this.groups.some((g) => g.result === null)) {
+      const digest = sha256(result);
+      group = this.groups.find((g) => g.result === null && bytesEqual(g.digest as Bytes, digest));
+      if (group !== undefined) {
+        group.result = result;
+      } else {
+        group = { result, digest, count: 0 };
+        this.groups.push(group);
+      }
+    }
     if (group === undefined) {
-      group = { result, count: 0 };
+      group = { result, digest: null, count: 0 };
       this.groups.push(group);
     }
     group.count += 1;
-    if (this.best === null || group.count > this.best.count) this.best = group;
+    this.votes.set(replica, { group, full: true });
+    return true;
+  }
+
+  /** Counts a replica's REPLY_DIGEST; false (nothing counted) if the replica already replied. */
+  addDigest(replica: ReplicaId, digest: Bytes): boolean {
+    if (this.votes.has(replica)) return false;
+    let group = this.groups.find((g) => bytesEqual(digestOfGroup(g), digest));
+    if (group === undefined) {
+      group = { result: null, digest, count: 0 };
+      this.groups.push(group);
+    }
+    group.count += 1;
+    this.votes.set(replica, { group, full: false });
     return true;
   }
 
   /** The same replies, counting only those of `members` (the client moved to a new view). */
   restrictedTo(members: ReadonlySet<ReplicaId>): ReplyTally {
     const tally = new ReplyTally();
-    for (const [replica, result] of this.repliedReplicas) if (members.has(replica)) tally.add(replica, result);
+    for (const [replica, vote] of this.votes) {
+      if (!members.has(replica)) continue;
+      if (vote.full) tally.add(replica, vote.group.result as Bytes);
+      else tally.addDigest(replica, digestOfGroup(vote.group));
+    }
     return tally;
   }
 
-  /** The result at least `quorum` replicas sent, or null. */
+  /** The result at least `quorum` replicas vouched for and whose bytes the client holds, or null. */
   decided(quorum: number): Bytes | null {
-    return this.best !== null && this.best.count >= quorum ? this.best.result : null;
+    for (const group of this.groups) if (group.count >= quorum && group.result !== null) return group.result;
+    return null;
+  }
+
+  /**
+   * The replicas that vouched by digest for a result `quorum` replicas agree on but whose bytes no replica
+   * sent: asked for the full result, any of them can finish the request. Empty when there is none.
+   */
+  digestOnlyQuorum(quorum: number): ReplicaId[] {
+    const group = this.groups.find((g) => g.count >= quorum && g.result === null);
+    if (group === undefined) return [];
+    const replicas: ReplicaId[] = [];
+    for (const [replica, vote] of this.votes) if (vote.group === group) replicas.push(replica);
+    return replicas;
   }
 
   /** Whether `quorum` matching replies can still come, if the `members` replicas not heard from all agree. */
   canStillReach(quorum: number, members: number): boolean {
-    return (this.best?.count ?? 0) + (members - this.replied) >= quorum;
+    let best = 0;
+    for (const group of this.groups) best = Math.max(best, group.count);
+    return best + (members - this.replied) >= quorum;
   }
+}
+
+/** The group's digest, computed from its result the first time (a group has a result or a digest). */
+function digestOfGroup(group: ResultGroup): Bytes {
+  group.digest ??= sha256(group.result as Bytes);
+  return group.digest;
+}
+
+function sha256(bytes: Bytes): Bytes {
+  return hash('sha256', bytes, 'buffer');
 }
 
 function bytesEqual(a: Bytes, b: Bytes): boolean {

@@ -125,6 +125,7 @@ const samples = {
   CHUNK: { type: MessageType.CHUNK, view: 1, cid: 99, index: 1, bytes: bytesOf(1304) },
   REQUEST: { type: MessageType.REQUEST, request: request(8) },
   REPLY: { type: MessageType.REPLY, view: 1, clientId: 'client-1', seq: 8, result: bytesOf(40) },
+  REPLY_DIGEST: { type: MessageType.REPLY_DIGEST, view: 1, clientId: 'client-1', seq: 8, resultDigest: bytesOf(32) },
   BUSY: { type: MessageType.BUSY, clientId: 'client-1', seq: 9, reason: BusyReason.CLIENT_IN_FLIGHT_FULL },
   VIEW_REQUEST: { type: MessageType.VIEW_REQUEST, clientId: 'client-1/2' },
   VIEW_REPLY: {
@@ -269,7 +270,7 @@ describe('validateMessage', () => {
     expect(validateMessage(value)).toMatchObject({ ok: false, reason: DropReason.SCHEMA });
   });
 
-  it.each([undefined, null, 0, 16, 31, 37, 255, -1, 1.5, Number.NaN, '2', [2], { type: 2 }])(
+  it.each([undefined, null, 0, 16, 31, 38, 255, -1, 1.5, Number.NaN, '2', [2], { type: 2 }])(
     'refuses an unknown type: %s',
     (type) => {
       expect(validateMessage({ ...samples.WRITE, type })).toMatchObject({ ok: false, reason: DropReason.UNKNOWN_TYPE });
@@ -490,6 +491,30 @@ describe('limits', () => {
 });
 
 // --- Wire format -------------------------------------------------------------------------------------
+
+describe('replies by digest', () => {
+  it('a REQUEST asking for a digest reply round-trips, and the flag is a boolean', () => {
+    const asking: Message = { type: MessageType.REQUEST, request: request(8), replyWithDigest: true };
+    const decoded = decodeMessage(encodeMessage(asking));
+    expect(plain(decoded.ok && decoded.message)).toEqual(plain(asking));
+    expectRejected(decodeMessage(new Packr({ useRecords: false }).pack({ ...asking, replyWithDigest: 1 })), DropReason.SCHEMA);
+  });
+
+  it('a REPLY_DIGEST carries exactly 32 bytes of digest', () => {
+    for (const length of [0, 31, 33, 64]) {
+      const digest = { ...samples.REPLY_DIGEST, resultDigest: bytesOf(length) };
+      expectRejected(decodeMessage(new Packr({ useRecords: false }).pack(digest)), DropReason.SCHEMA);
+    }
+  });
+
+  it("a REPLY ends with the result's bytes, which the service worker hands over as a view of the frame", () => {
+    for (const length of [0, 1, 31, 32, 255, 256, 1024, 65_535, 65_536, 100_000]) {
+      const result = Uint8Array.from({ length }, (_, i) => (i * 7 + 1) & 0xff);
+      const frame = encodeMessage({ type: MessageType.REPLY, view: 3, clientId: 'client-1/7', seq: 12, result });
+      expect(Buffer.from(frame.subarray(frame.length - length)).equals(Buffer.from(result))).toBe(true);
+    }
+  });
+});
 
 describe('wire format', () => {
   const write = encodeMessage(samples.WRITE);

@@ -26,6 +26,7 @@ export const MessageType = {
   BUSY: 34,
   VIEW_REQUEST: 35,
   VIEW_REPLY: 36,
+  REPLY_DIGEST: 37,
 } as const;
 
 export type MessageTypeCode = (typeof MessageType)[keyof typeof MessageType];
@@ -243,6 +244,11 @@ export interface Chunk {
 export interface RequestMessage {
   readonly type: typeof MessageType.REQUEST;
   readonly request: ClientRequest;
+  /**
+   * Answer this copy with a REPLY_DIGEST: another replica was asked for the full result. Only this copy's
+   * envelope says so (it is never ordered), so each replica answers as its own copy asked.
+   */
+  readonly replyWithDigest?: boolean;
 }
 
 export interface Reply {
@@ -251,6 +257,21 @@ export interface Reply {
   readonly clientId: string;
   readonly seq: number;
   readonly result: Bytes;
+}
+
+/** A REPLY_DIGEST's resultDigest: SHA-256. */
+export const resultDigestBytes = 32;
+
+/**
+ * A REPLY without its result: the SHA-256 of the result only. It counts toward the reply quorum like a
+ * REPLY with those result bytes, once the client holds a full REPLY whose result has that digest.
+ */
+export interface ReplyDigest {
+  readonly type: typeof MessageType.REPLY_DIGEST;
+  readonly view: number;
+  readonly clientId: string;
+  readonly seq: number;
+  readonly resultDigest: Bytes;
 }
 
 export const BusyReason = {
@@ -310,7 +331,7 @@ export interface ViewReply {
   readonly view: ViewDescription;
 }
 
-export type ClientMessage = RequestMessage | Reply | Busy | ViewRequest | ViewReply;
+export type ClientMessage = RequestMessage | Reply | ReplyDigest | Busy | ViewRequest | ViewReply;
 
 export type Message = ReplicaMessage | ClientMessage;
 
@@ -318,6 +339,7 @@ export function isClientMessage(message: Message): message is ClientMessage {
   return (
     message.type === MessageType.REQUEST ||
     message.type === MessageType.REPLY ||
+    message.type === MessageType.REPLY_DIGEST ||
     message.type === MessageType.BUSY ||
     message.type === MessageType.VIEW_REQUEST ||
     message.type === MessageType.VIEW_REPLY

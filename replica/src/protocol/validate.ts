@@ -33,6 +33,8 @@ import {
   type MessageTypeCode,
   type Propose,
   type Reply,
+  type ReplyDigest,
+  resultDigestBytes,
   type RequestMessage,
   type SignedCollect,
   type Stop,
@@ -263,6 +265,7 @@ export const chunkSchema = z.object({
 export const requestMessageSchema = z.object({
   type: z.literal(MessageType.REQUEST),
   request: clientRequestSchema,
+  replyWithDigest: z.boolean().optional(),
 });
 
 export const replySchema = z.object({
@@ -271,6 +274,14 @@ export const replySchema = z.object({
   clientId,
   seq: sequenceNumber,
   result: bytes(0, limits.resultBytesMax),
+});
+
+export const replyDigestSchema = z.object({
+  type: z.literal(MessageType.REPLY_DIGEST),
+  view: nonNegativeInteger,
+  clientId,
+  seq: sequenceNumber,
+  resultDigest: bytes(resultDigestBytes, resultDigestBytes),
 });
 
 export const busySchema = z.object({
@@ -335,6 +346,7 @@ export type SchemasMatchTypes = [
   Expect<SameShape<typeof chunkSchema, Chunk>>,
   Expect<SameShape<typeof requestMessageSchema, RequestMessage>>,
   Expect<SameShape<typeof replySchema, Reply>>,
+  Expect<SameShape<typeof replyDigestSchema, ReplyDigest>>,
   Expect<SameShape<typeof busySchema, Busy>>,
   Expect<SameShape<typeof viewRequestSchema, ViewRequest>>,
   Expect<SameShape<typeof viewReplySchema, ViewReply>>,
@@ -361,6 +373,7 @@ const schemaByTypeCode: { readonly [Code in MessageTypeCode]: z.ZodType<MessageO
   [MessageType.CHUNK]: chunkSchema,
   [MessageType.REQUEST]: requestMessageSchema,
   [MessageType.REPLY]: replySchema,
+  [MessageType.REPLY_DIGEST]: replyDigestSchema,
   [MessageType.BUSY]: busySchema,
   [MessageType.VIEW_REQUEST]: viewRequestSchema,
   [MessageType.VIEW_REPLY]: viewReplySchema,

@@ -1,5 +1,7 @@
 // Four drivers around real cores over an in-process network that delivers asynchronously: the driver's
 // own duties (stage order, reply path, load shedding) without sockets, which the transport tests cover.
+import { Buffer } from 'node:buffer';
+import { hash } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SimKeys } from '../../test/sim/crypto.ts';
 import { Rng } from '../../test/sim/prng.ts';
@@ -50,6 +52,8 @@ interface Cluster {
   replies: Array<{ from: number; message: Message; connection?: number | undefined }>;
   fatal: Array<{ id: number; error: unknown }>;
   send(clientId: string, message: Message, connection?: number): void;
+  /** One copy per replica, each as `messageFor` makes it. */
+  sendEach(clientId: string, messageFor: (replica: number) => Message): void;
   stop(): Promise<void>;
 }
 
@@ -110,6 +114,9 @@ async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
     send: (clientId, message, connection) => {
       for (const id of view.members) deliver(id, { kind: 'client', id: clientId }, encodeMessage(message), connection);
     },
+    sendEach: (clientId, messageFor) => {
+      for (const id of view.members) deliver(id, { kind: 'client', id: clientId }, encodeMessage(messageFor(id)));
+    },
     stop: async () => {
       for (const driver of drivers.values()) await driver.stop();
       for (const host of hosts.values()) await host.close();
@@ -133,6 +140,12 @@ function request(clientId: string, seq: number, ordered = true): Message {
 
 function repliesFor(cluster: Cluster, seq: number): string[] {
   return cluster.replies.flatMap((r) => (r.message.type === MessageType.REPLY && r.message.seq === seq ? [text.decode(r.message.result)] : []));
+}
+
+function digestRepliesFor(cluster: Cluster, seq: number): Array<{ from: number; digest: string }> {
+  return cluster.replies.flatMap((r) =>
+    r.message.type === MessageType.REPLY_DIGEST && r.message.seq === seq ? [{ from: r.from, digest: Buffer.from(r.message.resultDigest).toString('hex') }] : [],
+  );
 }
 
 describe('replica driver', () => {
@@ -159,6 +172,41 @@ describe('replica driver', () => {
     expect(new Set(repliesFor(cluster, 4))).toEqual(new Set(['length 3']));
     for (const driver of cluster.drivers.values()) expect(driver.status().executedRequests).toBe(3);
   });
+
+  for (const thread of ['inline', 'worker'] as const) {
+    it(`answers the copies that asked for a digest with the SHA-256 of the result (service ${thread})`, async () => {
+      const cluster = await startCluster(
+        thread === 'worker' ? { host: () => WorkerServiceHost.start({ service: { module: appendLogModule }, clientInFlightMax: 8 }) } : {},
+      );
+      // Results longer than a digest: shorter ones are always sent whole.
+      const long = (seq: number): Message => ({
+        type: MessageType.REQUEST,
+        request: { clientId: 'dana', seq, ordered: true, operation: utf8.encode(`${'d'.repeat(40)}${seq}`), signature: null },
+      });
+      const expected = (seq: number) => `${seq}:${'d'.repeat(40)}${seq}`;
+      const byDigest = (seq: number) => (replica: number): Message => ({ ...long(seq), ...(replica === 0 ? {} : { replyWithDigest: true }) });
+      cluster.sendEach('dana', byDigest(1));
+      await until(() => repliesFor(cluster, 1).length + digestRepliesFor(cluster, 1).length === 4);
+      expect(repliesFor(cluster, 1)).toEqual([expected(1)]);
+      const digests = digestRepliesFor(cluster, 1);
+      expect(digests.map((d) => d.from).sort()).toEqual([1, 2, 3]);
+      expect(new Set(digests.map((d) => d.digest))).toEqual(new Set([hash('sha256', utf8.encode(expected(1)), 'hex')]));
+
+      // Asked again without the flag (the client fetching the bytes), a replica answers in full from its cache.
+      cluster.send('dana', long(1));
+      await until(() => repliesFor(cluster, 1).length === 5);
+      expect(new Set(repliesFor(cluster, 1))).toEqual(new Set([expected(1)]));
+      // A flagged copy followed by a plain one before execution: the plain one wins.
+      cluster.sendEach('dana', byDigest(2));
+      cluster.send('dana', long(2));
+      await until(() => repliesFor(cluster, 2).length >= 4);
+      expect(digestRepliesFor(cluster, 2)).toEqual([]);
+      // A result no longer than a digest is sent whole even when a digest was asked for.
+      cluster.sendEach('dana', (replica) => ({ ...request('dana', 3), ...(replica === 0 ? {} : { replyWithDigest: true }) }));
+      await until(() => repliesFor(cluster, 3).length === 4);
+      expect(digestRepliesFor(cluster, 3)).toEqual([]);
+    });
+  }
 
   it('keeps ordering while batches execute, and sends their replies, in order, when they complete', async () => {
     const gated = new Map<number, GatedHost>();

@@ -5,6 +5,7 @@
 // loop hands it decided batches and moves on, and sends each batch's replies when the batch completes;
 // it waits for the host only when the host's queue is at its bound.
 
+import { hash } from 'node:crypto';
 import { limits } from '../constants.ts';
 import type { Delivery } from '../core/ready.ts';
 import type { ReplicaCore, ViewEra } from '../core/replica.ts';
@@ -17,7 +18,9 @@ import {
   type Message,
   MessageType,
   type ReplicaMessage,
+  type RequestMessage,
   type StateTransferMessage,
+  resultDigestBytes,
   isClientMessage,
   isStateTransferMessage,
 } from '../protocol/messages.ts';
@@ -119,6 +122,11 @@ export class ReplicaDriver {
    * go there, so that processes sharing one client certificate each get their own.
    */
   private readonly sessionConnections = new Map<string, number>();
+  /**
+   * Ordered requests whose client asked this replica for a REPLY_DIGEST (`clientId NUL seq`), oldest first.
+   * Forgetting one (the bound, or a copy without the flag) only means a full REPLY: always safe.
+   */
+  private readonly digestReplyRequests = new Set<string>();
 
   constructor(options: DriverOptions) {
     this.options = options;
@@ -173,6 +181,7 @@ export class ReplicaDriver {
     if (connection !== undefined && message.type === MessageType.REQUEST && clientIdentityOf(message.request.clientId) === from.id) {
       this.routeSession(message.request.clientId, connection);
     }
+    if (message.type === MessageType.REQUEST && message.request.ordered) this.noteReplyForm(message);
     if (from.kind === 'replica' && this.options.stateTransfer && isStateTransferMessage(message as ReplicaMessage)) {
       // Its signatures (offers) are the state-transfer module's to check, off the hot path.
       return this.options.stateTransfer.receive(from.id, message as StateTransferMessage);
@@ -253,6 +262,39 @@ export class ReplicaDriver {
     // After a fatal failure nothing more leaves; a clean stop still answers the batches it drains.
     if (this.failed) return;
     this.sendToSession(reply.clientId, reply.payload);
+  }
+
+  /** Remembers whether the client wants this copy of an ordered request answered by digest. */
+  private noteReplyForm(message: RequestMessage): void {
+    const key = digestReplyKey(message.request.clientId, message.request.seq);
+    if (message.replyWithDigest !== true) {
+      // A copy without the flag (a retransmission, or the client fetching the full result) wins.
+      this.digestReplyRequests.delete(key);
+      return;
+    }
+    this.digestReplyRequests.add(key);
+    if (this.digestReplyRequests.size > limits.digestReplyRequestsMax) {
+      const oldest = this.digestReplyRequests.values().next();
+      if (oldest.done !== true) this.digestReplyRequests.delete(oldest.value);
+    }
+  }
+
+  /** The reply to a just-executed ordered request: by digest when its client asked this replica for one. */
+  private sendExecutedReply(reply: EncodedReply, viewNumber: number): void {
+    const executed = reply.executed;
+    if (executed === undefined || this.failed || !this.digestReplyRequests.delete(digestReplyKey(reply.clientId, executed.seq))) {
+      return this.sendReply(reply);
+    }
+    // A result no longer than its digest is cheaper sent whole, and a full reply counts anywhere.
+    if (executed.result.length <= resultDigestBytes) return this.sendReply(reply);
+    const digest: Message = {
+      type: MessageType.REPLY_DIGEST,
+      view: viewNumber,
+      clientId: reply.clientId,
+      seq: executed.seq,
+      resultDigest: hash('sha256', executed.result, 'buffer'),
+    };
+    this.sendToSession(reply.clientId, encodeMessage(digest));
   }
 
   private sendBusy(request: ClientRequest, reason: BusyReasonCode): void {
@@ -356,10 +398,11 @@ export class ReplicaDriver {
 
   /** Hands a decided batch to the host; its replies are sent when it completes, batches in order. */
   private startExecution(delivery: Delivery): void {
-    const execution = this.options.host.execute(delivery, this.core.view.number).then(
+    const viewNumber = this.core.view.number;
+    const execution = this.options.host.execute(delivery, viewNumber).then(
       (replies) => {
         this.options.observer?.executed?.('ordered', replies.length);
-        for (const reply of replies) this.sendReply(reply);
+        for (const reply of replies) this.sendExecutedReply(reply, viewNumber);
       },
       (error: unknown) => this.fatal(error),
     );
@@ -381,4 +424,8 @@ export class ReplicaDriver {
       throw error;
     });
   }
+}
+
+function digestReplyKey(clientId: string, seq: number): string {
+  return `${clientId}\u0000${seq}`;
 }

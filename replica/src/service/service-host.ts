@@ -19,6 +19,11 @@ import type { Service } from './service.ts';
 export interface EncodedReply {
   readonly clientId: string;
   readonly payload: Uint8Array;
+  /**
+   * For replies to ordered requests just executed: their seq and the result's bytes (a view into
+   * `payload`), so that the replica can answer with a REPLY_DIGEST instead when the client asked for one.
+   */
+  readonly executed?: { readonly seq: number; readonly result: Uint8Array };
 }
 
 export interface SnapshotParts {
@@ -169,7 +174,10 @@ export class InlineServiceHost implements ServiceHost {
       } catch (cause) {
         throw this.fail(cause);
       }
-      return executed.map((reply) => encodeReply(reply.clientId, reply.seq, viewNumber, reply.result));
+      return executed.map((reply) => ({
+        ...encodeReply(reply.clientId, reply.seq, viewNumber, reply.result),
+        executed: { seq: reply.seq, result: reply.result },
+      }));
     });
   }
 
@@ -320,8 +328,19 @@ export interface ErrorReport {
 export type HostResponse =
   | { readonly kind: 'ready' }
   | { readonly kind: 'start-failed'; readonly error: ErrorReport }
-  /** Every REPLY frame of the batch back to back in `data`, `lengths[i]` bytes each. */
-  | { readonly kind: 'executed'; readonly id: number; readonly clientIds: readonly string[]; readonly data: Uint8Array; readonly lengths: Uint32Array }
+  /**
+   * Every REPLY frame of the batch back to back in `data`, `lengths[i]` bytes each; frame i answers seq
+   * `seqs[i]` and its result is the frame's last `resultLengths[i]` bytes.
+   */
+  | {
+      readonly kind: 'executed';
+      readonly id: number;
+      readonly clientIds: readonly string[];
+      readonly data: Uint8Array;
+      readonly lengths: Uint32Array;
+      readonly seqs: Float64Array;
+      readonly resultLengths: Uint32Array;
+    }
   | { readonly kind: 'reply'; readonly id: number; readonly clientId: string; readonly payload: Uint8Array | null }
   | { readonly kind: 'snapshot-piece'; readonly id: number; readonly part: SnapshotPartName; readonly bytes: Uint8Array }
   | { readonly kind: 'snapshot-end'; readonly id: number; readonly part: SnapshotPartName; readonly error: ErrorReport | null }
@@ -689,7 +708,9 @@ export class WorkerServiceHost implements ServiceHost {
         let offset = 0;
         for (let i = 0; i < message.clientIds.length; i++) {
           const length = message.lengths[i] as number;
-          replies[i] = { clientId: message.clientIds[i] as string, payload: message.data.subarray(offset, offset + length) };
+          const payload = message.data.subarray(offset, offset + length);
+          const result = payload.subarray(length - (message.resultLengths[i] as number));
+          replies[i] = { clientId: message.clientIds[i] as string, payload, executed: { seq: message.seqs[i] as number, result } };
           offset += length;
         }
         this.executedRequests += replies.length;

@@ -218,6 +218,8 @@ function execute(request: Extract<HostRequest, { kind: 'execute' }>): void {
   const frames: Uint8Array[] = new Array<Uint8Array>(replies.length);
   const clientIds: string[] = new Array<string>(replies.length);
   const lengths = new Uint32Array(replies.length);
+  const seqs = new Float64Array(replies.length);
+  const resultLengths = new Uint32Array(replies.length);
   let total = 0;
   for (let i = 0; i < replies.length; i++) {
     const reply = replies[i] as (typeof replies)[number];
@@ -225,6 +227,9 @@ function execute(request: Extract<HostRequest, { kind: 'execute' }>): void {
     frames[i] = frame;
     clientIds[i] = reply.clientId;
     lengths[i] = frame.length;
+    seqs[i] = reply.seq;
+    // The result is the REPLY's last field, a msgpack bin: its bytes end the frame (codec.test.ts checks it).
+    resultLengths[i] = reply.result.length;
     total += frame.length;
   }
   const all = new Uint8Array(total);
@@ -233,7 +238,12 @@ function execute(request: Extract<HostRequest, { kind: 'execute' }>): void {
     all.set(frame, offset);
     offset += frame.length;
   }
-  send({ kind: 'executed', id: request.id, clientIds, data: all, lengths }, [all.buffer, lengths.buffer]);
+  send({ kind: 'executed', id: request.id, clientIds, data: all, lengths, seqs, resultLengths }, [
+    all.buffer,
+    lengths.buffer,
+    seqs.buffer,
+    resultLengths.buffer,
+  ]);
 }
 
 function unordered(request: Extract<HostRequest, { kind: 'unordered' }>): void {
