@@ -140,6 +140,24 @@ export const specValidations = [
   },
 ] as const;
 
+/**
+ * A BftCluster's name becomes Service names (`<name>-replicas`, `<name>`), pod host names and a DNS label
+ * of every replica's address: a DNS-1035 label with room for the longest suffix. The API server itself
+ * only asks a DNS-1123 subdomain (dots, 253 characters, a leading digit), which would stall the cluster.
+ */
+export const clusterNameLengthMax = 63 - '-replicas'.length;
+
+export const nameValidations = [
+  {
+    rule: `self.metadata.name.size() <= ${clusterNameLengthMax}`,
+    message: `a BftCluster name has at most ${clusterNameLengthMax} characters (it prefixes its Services and replica host names); choose a shorter name`,
+  },
+  {
+    rule: "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+    message: 'a BftCluster name is lower-case letters, digits and dashes, starting with a letter (it names Services and DNS labels); no dots',
+  },
+] as const;
+
 export const storageValidations = [
   {
     rule: 'has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)',

@@ -60,6 +60,14 @@ describe('the BftCluster CRD on a real API server', () => {
     await expect(kubectl(['-n', namespace, 'get', 'bftcluster', 'kv-too-small'])).rejects.toThrow();
   });
 
+  it('refuses names that cannot prefix its Services and DNS labels, with the CEL messages', async () => {
+    const spec = { replicas: 4, faultModel: 'bft' };
+    await kubectl(['apply', '-f', '-'], manifest(namespace, 'n'.repeat(54), spec));
+    expect(await refusal(['apply', '-f', '-'], manifest(namespace, 'n'.repeat(55), spec))).toContain('a BftCluster name has at most 54 characters');
+    expect(await refusal(['apply', '-f', '-'], manifest(namespace, 'kv.prod', spec))).toContain('no dots');
+    expect(await refusal(['apply', '-f', '-'], manifest(namespace, '4kv', spec))).toContain('starting with a letter');
+  });
+
   it('keeps faultModel and storage.storageClassName as they were created', async () => {
     await kubectl(['apply', '-f', '-'], manifest(namespace, 'fixed', { replicas: 4, faultModel: 'bft', storage: { storageClassName: 'bftkube-local' } }));
     expect(await refusal(['apply', '-f', '-'], manifest(namespace, 'fixed', { replicas: 4, faultModel: 'crash', storage: { storageClassName: 'bftkube-local' } }))).toContain(

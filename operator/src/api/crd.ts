@@ -12,6 +12,7 @@ import {
   group,
   kind,
   plural,
+  nameValidations,
   specValidations,
   storageValidations,
   version,
@@ -75,6 +76,7 @@ export function buildCrd(): Record<string, unknown> {
             openAPIV3Schema: {
               description: `A Byzantine-fault-tolerant replicated service (${apiVersion}).`,
               type: 'object',
+              'x-kubernetes-validations': nameValidations.map((v) => ({ ...v })),
               required: ['spec'],
               properties: {
                 apiVersion: { type: 'string' },
