@@ -179,13 +179,13 @@ describe('replica driver', () => {
         thread === 'worker' ? { host: () => WorkerServiceHost.start({ service: { module: appendLogModule }, clientInFlightMax: 8 }) } : {},
       );
       // Results longer than a digest: shorter ones are always sent whole.
-      const long = (seq: number): Message => ({
-        type: MessageType.REQUEST,
-        request: { clientId: 'dana', seq, ordered: true, operation: utf8.encode(`${'d'.repeat(40)}${seq}`), signature: null },
-      });
+      const longRequest = (seq: number) => ({ clientId: 'dana', seq, ordered: true, operation: utf8.encode(`${'d'.repeat(40)}${seq}`), signature: null });
+      const long = (seq: number): Message => ({ type: MessageType.REQUEST, request: longRequest(seq) });
       const expected = (seq: number) => `${seq}:${'d'.repeat(40)}${seq}`;
-      const byDigest = (seq: number) => (replica: number): Message => ({ ...long(seq), ...(replica === 0 ? {} : { replyWithDigest: true }) });
-      cluster.sendEach('dana', byDigest(1));
+      const byDigest = (seq: number) => (): Message => ({ type: MessageType.REQUEST, request: longRequest(seq), replyWithDigest: true });
+      cluster.sendEach('dana', (replica) => ({ type: MessageType.REQUEST, request: longRequest(1), ...(replica === 0 ? {} : { replyWithDigest: true }) }));
+      // Another client cannot turn dana's replies into digests.
+      cluster.sendEach('mallory', byDigest(1));
       await until(() => repliesFor(cluster, 1).length + digestRepliesFor(cluster, 1).length === 4);
       expect(repliesFor(cluster, 1)).toEqual([expected(1)]);
       const digests = digestRepliesFor(cluster, 1);

@@ -181,7 +181,10 @@ export class ReplicaDriver {
     if (connection !== undefined && message.type === MessageType.REQUEST && clientIdentityOf(message.request.clientId) === from.id) {
       this.routeSession(message.request.clientId, connection);
     }
-    if (message.type === MessageType.REQUEST && message.request.ordered) this.noteReplyForm(message);
+    // Only the client itself chooses how its replies come: another client must not turn them into digests.
+    if (from.kind === 'client' && message.type === MessageType.REQUEST && message.request.ordered && requestBelongsTo(message.request.clientId, from.id)) {
+      this.noteReplyForm(message);
+    }
     if (from.kind === 'replica' && this.options.stateTransfer && isStateTransferMessage(message as ReplicaMessage)) {
       // Its signatures (offers) are the state-transfer module's to check, off the hot path.
       return this.options.stateTransfer.receive(from.id, message as StateTransferMessage);
