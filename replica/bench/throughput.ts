@@ -82,9 +82,12 @@ await cluster.prepare();
 await cluster.startAll();
 try {
   const clientScript = fileURLToPath(new URL('./client-process.ts', import.meta.url));
+  // Node flags for the client process only, for profiling it (`--cpu-prof` is refused in NODE_OPTIONS).
+  const clientNodeFlags = (process.env.BFTKUBE_CLIENT_NODE_FLAGS ?? '').split(' ').filter((flag) => flag !== '');
   const child = spawn(
     process.execPath,
     [
+      ...clientNodeFlags,
       clientScript,
       '--keys', cluster.keysDir,
       '--view', JSON.stringify(cluster.view),
