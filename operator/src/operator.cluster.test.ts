@@ -58,6 +58,13 @@ describe('the operator on a real control plane', () => {
     await eventually('the cluster reports a replica not ready', 60_000, async () => (await condition('kv', 'Ready')) === 'False');
     await kubectl(['-n', namespace, 'wait', '--for=condition=Ready', 'bftcluster/kv', '--timeout=180s']);
     expect(await kubectl(['-n', namespace, 'get', 'pod', 'kv-2', '-o', 'jsonpath={.spec.volumes[?(@.name=="data")].persistentVolumeClaim.claimName}'])).toBe('data-kv-2');
+    // kubectl describe / kubectl events show what happened: a Warning when it degraded, Ready when it healed.
+    await eventually('a Degraded warning that names replica 2', 30_000, async () => {
+      const events = JSON.parse(
+        await kubectl(['-n', namespace, 'get', 'events.events.k8s.io', '--field-selector', 'regarding.name=kv,regarding.kind=BftCluster', '-o', 'json']),
+      ) as { items: Array<{ reason: string; type: string; note: string }> };
+      return events.items.some((e) => e.reason === 'Degraded' && e.type === 'Warning' && e.note.includes('kv-2'));
+    });
   });
 
   it('converges without duplicates after the operator is killed -9 and started again', async () => {

@@ -27,7 +27,7 @@ import { type MembershipChangeInput, changeMembership } from './membership-chang
 import { type MembershipRecord, readRecord, recordFiles } from './records.ts';
 import { planRollingUpdate } from './rolling-update.ts';
 import type { SubmitReconfiguration } from './submit.ts';
-import { type PodObservation, type ReplicaReport, computeStatus } from './status.ts';
+import { type PodObservation, type ReplicaReport, computeStatus, conditionEvents } from './status.ts';
 
 export interface ReconcileDeps {
   readonly rest: Pick<KubeRest, 'get' | 'post' | 'delete' | 'apply' | 'mergePatch'>;
@@ -408,8 +408,7 @@ export async function reconcile(deps: ReconcileDeps, namespace: string, name: st
     await rest.mergePatch(paths.bftClusterStatus(namespace, name), {
       status: { ...status, view: status.view ?? null, leader: status.leader ?? null, pendingReconfiguration: status.pendingReconfiguration ?? null },
     });
-    const becameReady = status.conditions?.find((c) => c.type === 'Ready')?.status === 'True' && previous?.conditions?.find((c) => c.type === 'Ready')?.status !== 'True';
-    if (becameReady) deps.event?.(cluster, 'Normal', 'Ready', `all ${status.readyReplicas} replicas are ready`);
+    for (const event of conditionEvents(previous, status)) deps.event?.(cluster, event.type, event.reason, event.message);
   }
   for (const change of changes) deps.logger?.info({ cluster: `${namespace}/${name}`, change }, 'reconciled');
   const ready = status.conditions?.find((c) => c.type === 'Ready')?.status === 'True';

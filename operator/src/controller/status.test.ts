@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { type BftClusterStatus, bftClusterStatusSchema, conditionTypes } from '../api/bftcluster.ts';
 import { replicaSelector } from '../specs/names.ts';
-import { type Observations, type PodObservation, type ReplicaReport, computeStatus, reportedView } from './status.ts';
+import { type Observations, type PodObservation, type ReplicaReport, computeStatus, conditionEvents, reportedView } from './status.ts';
 
 const clusterName = 'ledger';
 const now = new Date('2030-01-02T03:04:05.678Z');
@@ -267,5 +267,23 @@ describe('computeStatus', () => {
     expect(status.replicas).toBe(4);
     // Replica 1's pod is ready while it terminates; replica 9 is not a member.
     expect(status.readyReplicas).toBe(3);
+  });
+});
+
+describe('conditionEvents', () => {
+  it('writes an event when Ready, Degraded or Stalled becomes True, and none while it stays so', () => {
+    const healthy = computeStatus(observations());
+    const degraded = computeStatus(observations({ pods: podsWith({ 2: { ready: false } }), previous: healthy }));
+    const stalled = computeStatus(observations({ stalled: 'adding replica 4 was refused by the replicas: stale view', previous: healthy }));
+
+    expect(conditionEvents(undefined, healthy)).toEqual([{ type: 'Normal', reason: 'Ready', message: 'all 4 replicas are ready' }]);
+    expect(conditionEvents(healthy, healthy)).toEqual([]);
+    expect(conditionEvents(healthy, degraded)).toEqual([{ type: 'Warning', reason: 'Degraded', message: 'not ready: ledger-2' }]);
+    expect(conditionEvents(degraded, degraded)).toEqual([]);
+    expect(conditionEvents(degraded, healthy)).toEqual([{ type: 'Normal', reason: 'Ready', message: 'all 4 replicas are ready' }]);
+    expect(conditionEvents(healthy, stalled)).toEqual([
+      { type: 'Warning', reason: 'Stalled', message: 'adding replica 4 was refused by the replicas: stale view' },
+    ]);
+    expect(conditionEvents(stalled, stalled)).toEqual([]);
   });
 });

@@ -143,3 +143,27 @@ function mostCommon(values: readonly number[]): number | undefined {
   for (const value of values) counts.set(value, (counts.get(value) ?? 0) + 1);
   return [...counts].sort((a, b) => b[1] - a[1])[0]?.[0];
 }
+
+export interface ConditionEvent {
+  readonly type: 'Normal' | 'Warning';
+  readonly reason: 'Ready' | 'Degraded' | 'Stalled';
+  readonly message: string;
+}
+
+/**
+ * The events a status change is worth: a condition that just became True. On transitions only, so that a
+ * condition that holds for hours does not write an event every pass.
+ */
+export function conditionEvents(previous: BftClusterStatus | undefined, next: BftClusterStatus): ConditionEvent[] {
+  const became = (type: Condition['type']): Condition | undefined => {
+    const now = next.conditions?.find((c) => c.type === type);
+    return now?.status === 'True' && previous?.conditions?.find((c) => c.type === type)?.status !== 'True' ? now : undefined;
+  };
+  const events: ConditionEvent[] = [];
+  if (became('Ready') !== undefined) events.push({ type: 'Normal', reason: 'Ready', message: `all ${next.readyReplicas ?? 0} replicas are ready` });
+  const degraded = became('Degraded');
+  if (degraded !== undefined) events.push({ type: 'Warning', reason: 'Degraded', message: degraded.message });
+  const stalled = became('Stalled');
+  if (stalled !== undefined) events.push({ type: 'Warning', reason: 'Stalled', message: stalled.message });
+  return events;
+}
