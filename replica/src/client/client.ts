@@ -171,8 +171,6 @@ interface Outstanding {
    */
   encodedForDigest: Bytes | null;
   fullReplier: ReplicaId | null;
-  /** The first replica whose reply counted: the next request asks it for the full result. */
-  firstReplier: ReplicaId | null;
   /** Runs fetchFullResult when `fullReplier` lags a quorum of digests for too long. */
   fullResultTimer: Timer | null;
   /** Replaced, restricted to the new members, when the client moves to a new view. */
@@ -229,7 +227,10 @@ export class BftClient {
 
   private sends = 0;
   private fullResultFetches = 0;
-  /** The replica asked for full results: the one that answered first most recently. */
+  /**
+   * The replica asked for full results: the last one whose bytes completed a request. It keeps the role
+   * while it delivers; one that withheld them (Byzantine or down) does not win it back by answering fast.
+   */
   private preferredFullReplier: ReplicaId | null = null;
   private retransmissions = 0;
   private busyReceived = 0;
@@ -433,7 +434,6 @@ export class BftClient {
       encoded: encodeMessage({ type: MessageType.REQUEST, request }),
       encodedForDigest: byDigest ? encodeMessage({ type: MessageType.REQUEST, request, replyWithDigest: true }) : null,
       fullReplier: null,
-      firstReplier: null,
       fullResultTimer: null,
       tally: new ReplyTally(),
       caller,
@@ -472,7 +472,7 @@ export class BftClient {
     this.scheduleRetransmission(entry);
   }
 
-  /** The member to ask for the full result: the one that answered first lately, else one by clientId. */
+  /** The member to ask for the full result: the one that last delivered it, else one by clientId. */
   private fullReplierNow(): ReplicaId {
     const preferred = this.preferredFullReplier;
     if (preferred !== null && this.viewInfo.isMember(preferred)) return preferred;
@@ -565,7 +565,6 @@ export class BftClient {
 
   private complete(entry: Outstanding, result: Bytes): void {
     const caller = entry.caller;
-    if (entry.firstReplier !== null && entry.request.ordered) this.preferredFullReplier = entry.firstReplier;
     this.finish(entry);
     if (caller?.kind === 'promise') caller.resolve(result);
     else if (caller?.kind === 'async') caller.resolve();
@@ -645,13 +644,11 @@ export class BftClient {
     // Only ordered requests of invokeOrdered ask for digests; async callers see every reply's bytes.
     if (!entry.request.ordered || entry.caller?.kind === 'async') return this.drop(ClientDropReason.UNEXPECTED_DIGEST);
     if (!entry.tally.addDigest(replicaId, reply.resultDigest)) return this.drop(ClientDropReason.DUPLICATE);
-    entry.firstReplier ??= replicaId;
     this.settle(entry);
   }
 
   private onReply(replicaId: ReplicaId, entry: Outstanding, reply: Reply): void {
     if (!entry.tally.add(replicaId, reply.result)) return this.drop(ClientDropReason.DUPLICATE);
-    entry.firstReplier ??= replicaId;
     const caller = entry.caller;
     if (caller?.kind === 'async') callUser(() => caller.onReply(replicaId, reply.result));
     // The callback may have closed the client.
@@ -664,7 +661,10 @@ export class BftClient {
     const { quorums, n } = this.viewInfo;
     const quorum = entry.request.ordered ? quorums.orderedReply : quorums.unorderedReply;
     const result = entry.tally.decided(quorum);
-    if (result !== null) return this.complete(entry, result);
+    if (result !== null) {
+      if (entry.fullReplier !== null) this.preferredFullReplier = entry.tally.decidedResultFrom(quorum);
+      return this.complete(entry, result);
+    }
     if (entry.encodedForDigest !== null && entry.tally.digestOnlyQuorum(quorum).length > 0) {
       // Digests alone finish nothing. A chosen replica that answered with other bytes is not going to
       // send these; one that has not answered gets fullResultWaitMs (it is usually just behind).

@@ -48,7 +48,9 @@ describe('ReplyTally', () => {
     expect(tally.add(1, bytes('true'))).toBe(true);
     expect(tally.hasFullReply(1)).toBe(true);
     expect(tally.decided(2)).toEqual(bytes('true'));
+    expect(tally.decidedResultFrom(2)).toBe(1);
     expect(tally.decided(3)).toBeNull();
+    expect(tally.decidedResultFrom(3)).toBeNull();
     expect(tally.replied).toBe(2);
   });
 

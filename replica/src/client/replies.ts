@@ -14,6 +14,8 @@ import type { ReplicaId } from '../core/view.ts';
 interface ResultGroup {
   /** Null while only digests of this result have arrived. */
   result: Bytes | null;
+  /** The replica whose full reply brought `result`. */
+  resultFrom: ReplicaId | null;
   /** The result's SHA-256; computed only once a digest has to be compared with it. */
   digest: Bytes | null;
   count: number;
@@ -52,7 +54,10 @@ export class ReplyTally {
     if (previous !== undefined) {
       if (previous.full || !bytesEqual(digestOfGroup(previous.group), sha256(result))) return false;
       previous.full = true;
-      previous.group.result ??= result;
+      if (previous.group.result === null) {
+        previous.group.result = result;
+        previous.group.resultFrom = replica;
+      }
       return true;
     }
     // Results are compared byte for byte while no digest is involved: n is small, and hashing a 1 MiB
@@ -63,13 +68,14 @@ export class ReplyTally {
       group = this.groups.find((g) => g.result === null && bytesEqual(g.digest as Bytes, digest));
       if (group !== undefined) {
         group.result = result;
+        group.resultFrom = replica;
       } else {
-        group = { result, digest, count: 0 };
+        group = { result, resultFrom: replica, digest, count: 0 };
         this.groups.push(group);
       }
     }
     if (group === undefined) {
-      group = { result, digest: null, count: 0 };
+      group = { result, resultFrom: replica, digest: null, count: 0 };
       this.groups.push(group);
     }
     group.count += 1;
@@ -82,7 +88,7 @@ export class ReplyTally {
     if (this.votes.has(replica)) return false;
     let group = this.groups.find((g) => bytesEqual(digestOfGroup(g), digest));
     if (group === undefined) {
-      group = { result: null, digest, count: 0 };
+      group = { result: null, resultFrom: null, digest, count: 0 };
       this.groups.push(group);
     }
     group.count += 1;
@@ -103,8 +109,16 @@ export class ReplyTally {
 
   /** The result at least `quorum` replicas vouched for and whose bytes the client holds, or null. */
   decided(quorum: number): Bytes | null {
-    for (const group of this.groups) if (group.count >= quorum && group.result !== null) return group.result;
-    return null;
+    return this.decidedGroup(quorum)?.result ?? null;
+  }
+
+  /** The replica whose full reply brought the decided result's bytes, or null. */
+  decidedResultFrom(quorum: number): ReplicaId | null {
+    return this.decidedGroup(quorum)?.resultFrom ?? null;
+  }
+
+  private decidedGroup(quorum: number): ResultGroup | undefined {
+    return this.groups.find((group) => group.count >= quorum && group.result !== null);
   }
 
   /**
