@@ -239,13 +239,17 @@ describe('ordered requests: how many matching replies decide', () => {
 });
 
 describe('replies by digest (one replica sends the result, the others its SHA-256)', () => {
+  /** Short test results would not ask for digests by default (replyDigestsFromBytes). */
+  const digestClient = (replicas: ScriptedReplicas, options: Partial<BftClientOptions> = {}) =>
+    makeClient(replicas, { replyDigestsFromBytes: 0, ...options });
+
   /** The replica this request asked for the full result. */
   const fullReplierOf = (replicas: ScriptedReplicas, seq: number): number[] =>
     replicas.copiesOf(seq).filter((r) => !r.wantsDigest).map((r) => r.replicaId);
 
   it('asks exactly one replica for the result and completes on it plus matching digests', async () => {
     const replicas = new ScriptedReplicas(correctByDigest);
-    const client = makeClient(replicas);
+    const client = digestClient(replicas);
     expect(text.decode(await settled(client.invokeOrdered(bytes('x'))))).toBe('ok:x');
     expect(replicas.copiesOf(1)).toHaveLength(4);
     expect(fullReplierOf(replicas, 1)).toHaveLength(1);
@@ -262,7 +266,7 @@ describe('replies by digest (one replica sends the result, the others its SHA-25
       if (chosen === -1 && !wantsDigest) chosen = replica;
       return replica === chosen ? 'silent' : correctByDigest(replica, request, copy, wantsDigest);
     });
-    const client = makeClient(replicas, { timeouts: { fullResultWaitMs: 20 } });
+    const client = digestClient(replicas, { timeouts: { fullResultWaitMs: 20 } });
     const call = track(client.invokeOrdered(bytes('x')));
     await vi.advanceTimersByTimeAsync(19);
     expect(call.state).toBe('pending');
@@ -284,7 +288,7 @@ describe('replies by digest (one replica sends the result, the others its SHA-25
     const replicas = new ScriptedReplicas((replica, request, copy, wantsDigest) =>
       !wantsDigest && copy === 1 ? { result: 'forged' } : correctByDigest(replica, request, copy, wantsDigest),
     );
-    const client = makeClient(replicas);
+    const client = digestClient(replicas);
     expect(text.decode(await settled(client.invokeOrdered(bytes('x'))))).toBe('ok:x');
     expect(client.stats().fullResultFetches).toBe(1);
     await client.close();
@@ -298,7 +302,7 @@ describe('replies by digest (one replica sends the result, the others its SHA-25
       if (replica === withholder) return { result: `ok:${text.decode(request.operation)}`, asDigest: true };
       return correctByDigest(replica, request, copy, wantsDigest);
     });
-    const client = makeClient(replicas);
+    const client = digestClient(replicas);
     expect(text.decode(await settled(client.invokeOrdered(bytes('x'))))).toBe('ok:x');
     expect(client.stats().fullResultFetches).toBe(1);
     for (const operation of ['y', 'z']) expect(text.decode(await settled(client.invokeOrdered(bytes(operation))))).toBe(`ok:${operation}`);
@@ -313,7 +317,7 @@ describe('replies by digest (one replica sends the result, the others its SHA-25
     const replicas = new ScriptedReplicas((replica, request, copy) =>
       copy === 1 ? { result: `ok:${text.decode(request.operation)}`, asDigest: true } : correct(replica, request, copy, false),
     );
-    const client = makeClient(replicas, { timeouts: { retransmitMs: 100 } });
+    const client = digestClient(replicas, { timeouts: { retransmitMs: 100 } });
     const call = track(client.invokeOrdered(bytes('x')));
     await settle();
     // All four answered by digest: the client asked the three digest senders for the result at once.
@@ -324,7 +328,7 @@ describe('replies by digest (one replica sends the result, the others its SHA-25
 
   it('async invocations and unordered reads ask every replica for the full result, and a digest for them is dropped', async () => {
     const replicas = new ScriptedReplicas(correctByDigest);
-    const client = makeClient(replicas);
+    const client = digestClient(replicas);
     const seen: string[] = [];
     const call = client.invokeAsync(bytes('a'), (replicaId, result) => seen.push(`${replicaId}:${text.decode(result)}`));
     await settle();
@@ -339,9 +343,22 @@ describe('replies by digest (one replica sends the result, the others its SHA-25
     await client.close();
   });
 
+  it('asks for digests only while the previous result was at least replyDigestsFromBytes long', async () => {
+    const replicas = new ScriptedReplicas((replica, request, copy, wantsDigest) => {
+      const operation = text.decode(request.operation);
+      return { result: operation === 'long' ? 'L'.repeat(4096) : `ok:${operation}`, asDigest: wantsDigest };
+    });
+    const client = makeClient(replicas);
+    for (const operation of ['a', 'b', 'long', 'c']) await settled(client.invokeOrdered(bytes(operation)));
+    const askedForDigests = (seq: number) => replicas.copiesOf(seq).some((r) => r.wantsDigest);
+    // The first request knows no result yet; then 'ok:a' is short; then 4096 bytes are long enough.
+    expect([1, 2, 3, 4].map(askedForDigests)).toEqual([true, false, false, true]);
+    await client.close();
+  });
+
   it('replyDigests: false asks every replica for the full result', async () => {
     const replicas = new ScriptedReplicas(correctByDigest);
-    const client = makeClient(replicas, { replyDigests: false });
+    const client = digestClient(replicas, { replyDigests: false });
     expect(text.decode(await settled(client.invokeOrdered(bytes('x'))))).toBe('ok:x');
     expect(replicas.received.every((r) => !r.wantsDigest)).toBe(true);
     await client.close();
