@@ -150,6 +150,8 @@ export interface ClientStats {
   readonly detached: number;
   /** Encoded requests handed to the transport, first copies and retransmissions. */
   readonly sends: number;
+  /** REPLY_DIGESTs that counted toward a quorum. */
+  readonly digestReplies: number;
   /** Requests answered by digest whose full result had to be asked for again (the chosen replica was slow or wrong). */
   readonly fullResultFetches: number;
   /** Retransmission rounds (each sends to every replica that has not replied yet). */
@@ -236,6 +238,7 @@ export class BftClient {
 
   private sends = 0;
   private fullResultFetches = 0;
+  private digestReplies = 0;
   /**
    * The replica asked for full results: the last one whose bytes completed a request. It keeps the role
    * while it delivers; one that withheld them (Byzantine or down) does not win it back by answering fast.
@@ -335,6 +338,7 @@ export class BftClient {
       unorderedInFlight: this.unordered.size,
       detached,
       sends: this.sends,
+      digestReplies: this.digestReplies,
       fullResultFetches: this.fullResultFetches,
       retransmissions: this.retransmissions,
       busyReceived: this.busyReceived,
@@ -660,6 +664,7 @@ export class BftClient {
     // Only ordered requests of invokeOrdered ask for digests; async callers see every reply's bytes.
     if (!entry.request.ordered || entry.caller?.kind === 'async') return this.drop(ClientDropReason.UNEXPECTED_DIGEST);
     if (!entry.tally.addDigest(replicaId, reply.resultDigest)) return this.drop(ClientDropReason.DUPLICATE);
+    this.digestReplies++;
     this.settle(entry);
   }
 
