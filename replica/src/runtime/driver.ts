@@ -269,13 +269,13 @@ export class ReplicaDriver {
 
   /** Remembers whether the client wants this copy of an ordered request answered by digest. */
   private noteReplyForm(message: RequestMessage): void {
-    const key = digestReplyKey(message.request.clientId, message.request.seq);
     if (message.replyWithDigest !== true) {
-      // A copy without the flag (a retransmission, or the client fetching the full result) wins.
-      this.digestReplyRequests.delete(key);
+      // A copy without the flag (a retransmission, or the client fetching the full result) wins. Most
+      // workloads never ask for digests: no key is built for them.
+      if (this.digestReplyRequests.size > 0) this.digestReplyRequests.delete(digestReplyKey(message.request.clientId, message.request.seq));
       return;
     }
-    this.digestReplyRequests.add(key);
+    this.digestReplyRequests.add(digestReplyKey(message.request.clientId, message.request.seq));
     if (this.digestReplyRequests.size > limits.digestReplyRequestsMax) {
       const oldest = this.digestReplyRequests.values().next();
       if (oldest.done !== true) this.digestReplyRequests.delete(oldest.value);
@@ -285,7 +285,12 @@ export class ReplicaDriver {
   /** The reply to a just-executed ordered request: by digest when its client asked this replica for one. */
   private sendExecutedReply(reply: EncodedReply, viewNumber: number): void {
     const executed = reply.executed;
-    if (executed === undefined || this.failed || !this.digestReplyRequests.delete(digestReplyKey(reply.clientId, executed.seq))) {
+    if (
+      executed === undefined ||
+      this.failed ||
+      this.digestReplyRequests.size === 0 ||
+      !this.digestReplyRequests.delete(digestReplyKey(reply.clientId, executed.seq))
+    ) {
       return this.sendReply(reply);
     }
     // A result no longer than its digest is cheaper sent whole, and a full reply counts anywhere.
