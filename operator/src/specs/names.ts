@@ -88,9 +88,16 @@ export function replicaLabels(cluster: string, id: number): Record<string, strin
   return { ...clusterLabels(cluster), [labels.component]: 'replica', [labels.replicaId]: String(id) };
 }
 
-/** The label selector of a cluster's replica pods, as the scale subresource reports it. */
+/** The labels that select a cluster's replica pods (Services, the PodDisruptionBudget). */
+export function replicaSelectorLabels(cluster: string): Record<string, string> {
+  return { [labels.cluster]: cluster, [labels.component]: 'replica' };
+}
+
+/** The same selector as a string, as the scale subresource reports it. */
 export function replicaSelector(cluster: string): string {
-  return `${labels.cluster}=${cluster},${labels.component}=replica`;
+  return Object.entries(replicaSelectorLabels(cluster))
+    .map(([key, value]) => `${key}=${value}`)
+    .join(',');
 }
 
 /** Client ids in certificates: the applications' and the operator's own. */

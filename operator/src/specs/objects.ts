@@ -18,6 +18,7 @@ import {
   replicaPodName,
   replicaPort,
   replicaSecretName,
+  replicaSelectorLabels,
 } from './names.ts';
 
 /** A manifest as the API server takes it (server-side apply). */
@@ -114,7 +115,7 @@ export function peerService(cluster: ClusterRef): KubeObject {
     spec: {
       clusterIP: 'None',
       publishNotReadyAddresses: true,
-      selector: { [labels.cluster]: cluster.name, [labels.component]: 'replica' },
+      selector: replicaSelectorLabels(cluster.name),
       ports: [
         { name: 'replica', port: replicaPort, targetPort: replicaPort },
         { name: 'admin', port: adminPort, targetPort: adminPort },
@@ -130,7 +131,7 @@ export function clientService(cluster: ClusterRef): KubeObject {
     kind: 'Service',
     metadata: metadata(cluster, clientServiceName(cluster.name), clusterLabels(cluster.name)),
     spec: {
-      selector: { [labels.cluster]: cluster.name, [labels.component]: 'replica' },
+      selector: replicaSelectorLabels(cluster.name),
       ports: [{ name: 'replica', port: replicaPort, targetPort: replicaPort }],
     },
   };
@@ -142,7 +143,7 @@ export function disruptionBudget(cluster: ClusterRef, f: number): KubeObject {
     apiVersion: 'policy/v1',
     kind: 'PodDisruptionBudget',
     metadata: metadata(cluster, disruptionBudgetName(cluster.name), clusterLabels(cluster.name)),
-    spec: { maxUnavailable: f, selector: { matchLabels: { [labels.cluster]: cluster.name, [labels.component]: 'replica' } } },
+    spec: { maxUnavailable: f, selector: { matchLabels: replicaSelectorLabels(cluster.name) } },
   };
 }
 

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { BftClient, type ClientTimeouts } from '../../src/client/client.ts';
 import type { View } from '../../src/core/view.ts';
 import { ClientMux } from '../../src/client/mux.ts';
-import { LocalCluster, type LocalClusterOptions } from '../../src/cli/local-cluster.ts';
+import { LocalCluster, type LocalClusterOptions, isAlive } from '../../src/cli/local-cluster.ts';
 import { readTlsMaterial } from '../../src/crypto/certificates.ts';
 import { decodeKvResult, encodeKvOperation, type KvResult } from '../../src/service/kv-operations.ts';
 import { TlsClientTransport } from '../../src/transport/tls-transport.ts';
@@ -59,15 +59,6 @@ export async function startReplicas(started: StartedCluster, ids?: readonly numb
     if (child.pid !== undefined) started.spawnedPids.push(child.pid);
   }
   await Promise.all(which.map((id) => cluster.waitReady(id)));
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**
