@@ -119,12 +119,17 @@ try {
       lastDecidedCid?: number;
       executedRequests?: number;
       checkpoints?: { taken: number; lastDurationMs: number | null };
+      crypto?: { cacheHits: number; cacheMisses: number; preparedItems: number };
     } | null;
     const instances = (status?.lastDecidedCid ?? -1) + 1;
     replicas[`replica-${replica.id}`] = {
       ...(await usage(replica.process.pid)),
       // Over the whole run, warm-up included: how well requests were batched.
       ...(instances > 0 && status?.executedRequests !== undefined ? { instances, requestsPerInstance: Math.round((10 * status.executedRequests) / instances) / 10 } : {}),
+      // Where signatures were checked: on the main thread (misses), in the pool, or found already checked.
+      ...(status?.crypto === undefined
+        ? {}
+        : { signaturesVerifiedInline: status.crypto.cacheMisses, signaturesVerifiedInPool: status.crypto.preparedItems, signatureCacheHits: status.crypto.cacheHits }),
       ...(status?.checkpoints === undefined ? {} : { checkpointsTaken: status.checkpoints.taken, checkpointLastMs: status.checkpoints.lastDurationMs }),
     };
   }

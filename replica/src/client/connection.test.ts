@@ -420,7 +420,7 @@ describe('KvClient', () => {
       expect(signed.requests.length).toBeGreaterThanOrEqual(8);
       for (const request of signed.requests) {
         expect(request.signature).not.toBeNull();
-        expect(verify(null, requestSigningPayload(request), key, request.signature as Uint8Array)).toBe(true);
+        expect(verify(null, requestSigningPayload(request), key.keyObject, request.signature as Uint8Array)).toBe(true);
       }
     } finally {
       await signing.close();

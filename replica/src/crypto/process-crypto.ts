@@ -1,11 +1,11 @@
 // The replica process's CoreCrypto (DESIGN §1, §4). The core checks signatures synchronously, one at a time,
-// on the main thread; Ed25519 verification there would cap a replica at ~10k signatures/s on one core.
+// on the main thread; Ed25519 verification there would cap a replica at ~24k signatures/s on one core.
 // So the driver calls prepare(message) first: it verifies in the worker pool every signature the core will
 // check in that message and remembers the valid ones, and the core's own checks then are cache hits.
 // A miss (not prepared, pool overloaded, or an input prepare did not foresee) is verified on the spot, so
 // the cache changes only the speed, never the answer.
 
-import { type KeyObject, hash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { limits } from '../constants.ts';
 import type { CoreCrypto } from '../core/crypto.ts';
 import { BftError } from '../errors.ts';
@@ -19,7 +19,7 @@ import {
   type SignedCollect,
 } from '../protocol/messages.ts';
 import type { Member } from '../protocol/reconfiguration.ts';
-import { Signer, ed25519PublicKeyBytes, ed25519SignatureBytes, publicKeyFromRaw, verifySignature } from './ed25519.ts';
+import { type Ed25519PublicKey, Signer, ed25519PublicKeyBytes, ed25519SignatureBytes, publicKeyFromRaw, verifySignature } from './ed25519.ts';
 import type { VerifyItem, VerifyPool } from './verify-pool.ts';
 
 /** Who sent a message, as the transport authenticated it (never as the message claims). */
@@ -67,7 +67,7 @@ export interface ProcessCryptoStats {
 
 interface KnownKey {
   readonly raw: Uint8Array;
-  readonly key: KeyObject;
+  readonly key: Ed25519PublicKey;
 }
 
 interface PreparedItem extends VerifyItem {
@@ -335,12 +335,12 @@ export class ProcessCrypto implements CoreCrypto {
     this.#verified.add(key);
   }
 
-  #clientKey(clientId: string, raw: Uint8Array): KeyObject | null {
+  #clientKey(clientId: string, raw: Uint8Array): Ed25519PublicKey | null {
     const cached = this.#clientKeys.get(clientId);
     if (cached !== undefined && Buffer.from(cached.raw.buffer, cached.raw.byteOffset, cached.raw.length).equals(raw)) {
       return cached.key;
     }
-    let key: KeyObject;
+    let key: Ed25519PublicKey;
     try {
       key = publicKeyFromRaw(raw);
     } catch {

@@ -2,27 +2,26 @@
 // Its only peer is the pool on the main thread, so its messages are trusted; the bytes inside them are not,
 // and verifySignature never throws on them.
 
-import type { KeyObject } from 'node:crypto';
 import { parentPort } from 'node:worker_threads';
 import { limits } from '../constants.ts';
-import { ed25519PublicKeyBytes, publicKeyFromRaw, verifySignature } from './ed25519.ts';
+import { type Ed25519PublicKey, ed25519PublicKeyBytes, publicKeyFromRaw, verifySignature } from './ed25519.ts';
 import type { VerifyCall, VerifyRequest, VerifyResponse } from './verify-pool.ts';
 
 interface CachedKey {
   readonly raw: Buffer;
-  readonly key: KeyObject;
+  readonly key: Ed25519PublicKey;
 }
 
 // Map order is insertion order: the first entry is the oldest, evicted first.
 const keys = new Map<string, CachedKey>();
 
 /** The KeyObject for these raw bytes, imported once per keyId while the bytes stay the same. */
-function keyFor(keyId: string, raw: Buffer): KeyObject | null {
+function keyFor(keyId: string, raw: Buffer): Ed25519PublicKey | null {
   const cached = keys.get(keyId);
   // A keyId whose bytes changed (a client re-keyed) must not verify under the old key.
   if (cached !== undefined && cached.raw.equals(raw)) return cached.key;
   if (raw.length !== ed25519PublicKeyBytes) return null;
-  let key: KeyObject;
+  let key: Ed25519PublicKey;
   try {
     key = publicKeyFromRaw(raw);
   } catch {

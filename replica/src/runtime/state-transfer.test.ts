@@ -1,4 +1,3 @@
-import type { KeyObject } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +6,7 @@ import { pattern } from '../../test/helpers.ts';
 import { limits } from '../constants.ts';
 import { BftError } from '../errors.ts';
 import type { ReplicaId, View } from '../core/view.ts';
-import { Signer, generateSigningKeyPair, publicKeyFromRaw, verifySignature } from '../crypto/ed25519.ts';
+import { type Ed25519PublicKey, Signer, generateSigningKeyPair, publicKeyFromRaw, verifySignature } from '../crypto/ed25519.ts';
 import { VerifyPool } from '../crypto/verify-pool.ts';
 import { decodeMessage, encodeMessage } from '../protocol/codec.ts';
 import { MessageType, isStateTransferMessage, type ReplicaMessage, type StateTransferMessage } from '../protocol/messages.ts';
@@ -54,13 +53,13 @@ async function readAll(store: CheckpointStore, cid: number): Promise<Buffer> {
 interface Keys {
   readonly signers: Map<ReplicaId, Signer>;
   readonly publicKeysRaw: Map<ReplicaId, Uint8Array>;
-  readonly publicKeys: Map<ReplicaId, KeyObject>;
+  readonly publicKeys: Map<ReplicaId, Ed25519PublicKey>;
 }
 
 /** Real Ed25519 keys for replicas 0..4 and 9 (an outsider); generated once, they are slow enough to share. */
 const keys: Keys = (() => {
   const signers = new Map<ReplicaId, Signer>();
-  const publicKeys = new Map<ReplicaId, KeyObject>();
+  const publicKeys = new Map<ReplicaId, Ed25519PublicKey>();
   const publicKeysRaw = new Map<ReplicaId, Uint8Array>();
   for (const id of [0, 1, 2, 3, 4, 9]) {
     const pair = generateSigningKeyPair();

@@ -8,6 +8,7 @@ import type { Member, Membership } from '../core/reconfiguration.ts';
 import { ReplicaCore } from '../core/replica.ts';
 import { readTlsMaterial } from '../crypto/certificates.ts';
 import { ProcessCrypto } from '../crypto/process-crypto.ts';
+import { ed25519Backend } from '../crypto/ed25519.ts';
 import { VerifyPool } from '../crypto/verify-pool.ts';
 import { limits } from '../constants.ts';
 import { BftError } from '../errors.ts';
@@ -321,7 +322,7 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
       executedRequests: host.stats().executedRequests,
       execute: host.stats(),
       transport: transport.stats(),
-      crypto: crypto.stats(),
+      crypto: { ed25519Backend, ...crypto.stats() },
       verifyPool: pool.stats(),
       leaderChanges: coreStatus.leaderChanges,
       checkpoints: { scheduledCid: coreStatus.checkpointCid, ...checkpointer.status() },
