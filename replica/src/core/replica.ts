@@ -50,7 +50,7 @@ import { type Membership, type ReconfigurationVerdict, applyReconfiguration, des
 import { decodeSignedReconfiguration, encodeReconfigurationResult, reconfigurationSigningPayload } from '../protocol/reconfiguration.ts';
 import type { Member } from '../protocol/reconfiguration.ts';
 import type { ClientNotice, Delivery, Outbound, PersistRecord, Ready, StateTransferNeed } from './ready.ts';
-import { ClientTable, PendingRequests, fitting, requestBytes } from './requests.ts';
+import { ClientTable, type PendingEntry, PendingRequests, fitting, requestBytes, sameRequest } from './requests.ts';
 import { type ReplicaId, type View, ViewInfo } from './view.ts';
 
 const emptyBytes: Bytes = new Uint8Array(0);
@@ -333,8 +333,23 @@ export class ReplicaCore {
   receiveRequest(clientId: string, request: ClientRequest): void {
     if (!requestBelongsTo(request.clientId, clientId)) return this.drop(DropReason.WRONG_CLIENT);
     if (!request.ordered) return this.drop(DropReason.BAD_REQUEST);
-    if (!this.requestSignatureValid(request)) return this.drop(DropReason.BAD_SIGNATURE);
-    this.admit(request, true);
+    // The client's authenticated channel already proves who sent this request. Its signature is for the
+    // replicas that learn of it from someone else, so it is checked only before the request is passed on:
+    // here by the leader, which proposes it next; by a follower when it forwards it or would blame the
+    // leader for it (checkRequestTimers), or becomes leader itself (buildBatch). A follower given the very
+    // same request in a PROPOSE then has nothing to verify.
+    const checkNow = this.config.requireSignedRequests && this.me === this.leader;
+    if (checkNow && !this.requestSignatureValid(request)) return this.drop(DropReason.BAD_SIGNATURE);
+    this.admit(request, true, checkNow || !this.config.requireSignedRequests);
+  }
+
+  /**
+   * Whether this very request (signature included) is waiting here, received from its client or checked:
+   * then a batch carrying it needs no signature check for it. For the driver, to skip pre-verifying it.
+   */
+  knowsRequest(request: ClientRequest): boolean {
+    const entry = this.pending.get(request.clientId, request.seq);
+    return entry !== undefined && sameRequest(entry.request, request);
   }
 
   /**
@@ -637,7 +652,7 @@ export class ReplicaCore {
     if (fromClient) this.noticesOut.push({ kind: 'busy', clientId: request.clientId, seq: request.seq, reason });
   }
 
-  private admit(request: ClientRequest, fromClient: boolean): void {
+  private admit(request: ClientRequest, fromClient: boolean, signatureChecked: boolean): void {
     if (this.removedAtCid !== null) return;
     // A reconfiguration the replicas could not even read would only take a place in a batch.
     if (request.kind === RequestKind.RECONFIGURATION && !decodeSignedReconfiguration(request.operation).ok) return this.drop(DropReason.BAD_REQUEST);
@@ -657,7 +672,7 @@ export class ReplicaCore {
     if (!this.clients.knows(request.clientId) && this.clients.size >= limits.clientsMax) {
       return this.busy(request, BusyReason.CLIENTS_FULL, fromClient);
     }
-    this.pending.add(request, this.nowTick);
+    this.pending.add(request, this.nowTick, signatureChecked);
     this.maybePropose();
   }
 
@@ -667,11 +682,11 @@ export class ReplicaCore {
         this.drop(DropReason.BAD_REQUEST);
         continue;
       }
-      if (!this.requestSignatureValid(request)) {
+      if (!this.knowsRequest(request) && !this.requestSignatureValid(request)) {
         this.drop(DropReason.BAD_SIGNATURE);
         continue;
       }
-      this.admit(request, false);
+      this.admit(request, false, true);
     }
   }
 
@@ -688,7 +703,8 @@ export class ReplicaCore {
     const nextSeq = new Map<string, number>();
     let newClients = 0;
     for (const request of requests) {
-      if (!request.ordered || !this.requestSignatureValid(request)) return null;
+      if (!request.ordered) return null;
+      if (this.config.requireSignedRequests && !this.knowsRequest(request) && !this.requestSignatureValid(request)) return null;
       if (request.kind === RequestKind.RECONFIGURATION && !decodeSignedReconfiguration(request.operation).ok) return null;
       const expected = nextSeq.get(request.clientId) ?? this.clients.lastDecided(request.clientId) + 1;
       if (request.seq !== expected) return null;
@@ -704,28 +720,49 @@ export class ReplicaCore {
   private buildBatch(): ClientRequest[] {
     const taken: ClientRequest[] = [];
     const nextSeq = new Map<string, number>();
+    const badlySigned: PendingEntry[] = [];
     let bytes = 16;
     let newClients = 0;
-    for (const entry of this.pending.values()) {
-      const clientId = entry.request.clientId;
-      let seq = nextSeq.get(clientId) ?? this.clients.lastDecided(clientId) + 1;
-      if (entry.request.seq !== seq) continue;
-      if (!nextSeq.has(clientId) && !this.clients.knows(clientId)) {
-        if (this.clients.size + newClients >= limits.clientsMax) continue;
-        newClients++;
-      }
-      for (let next = this.pending.get(clientId, seq); next !== undefined; next = this.pending.get(clientId, seq)) {
-        if (taken.length >= this.config.batchRequestsMax || bytes + next.bytes > this.config.batchBytesMax) {
-          nextSeq.set(clientId, seq);
-          return taken;
+    try {
+      for (const entry of this.pending.values()) {
+        const clientId = entry.request.clientId;
+        let seq = nextSeq.get(clientId) ?? this.clients.lastDecided(clientId) + 1;
+        if (entry.request.seq !== seq) continue;
+        if (!nextSeq.has(clientId) && !this.clients.knows(clientId)) {
+          if (this.clients.size + newClients >= limits.clientsMax) continue;
+          newClients++;
         }
-        taken.push(next.request);
-        bytes += next.bytes;
-        seq++;
+        for (let next = this.pending.get(clientId, seq); next !== undefined; next = this.pending.get(clientId, seq)) {
+          if (taken.length >= this.config.batchRequestsMax || bytes + next.bytes > this.config.batchBytesMax) {
+            nextSeq.set(clientId, seq);
+            return taken;
+          }
+          // The followers check what they did not get from the client: a bad signature would cost the regency.
+          if (!this.signatureCheckedNow(next)) {
+            badlySigned.push(next);
+            break;
+          }
+          taken.push(next.request);
+          bytes += next.bytes;
+          seq++;
+        }
+        nextSeq.set(clientId, seq);
       }
-      nextSeq.set(clientId, seq);
+      return taken;
+    } finally {
+      for (const entry of badlySigned) this.pending.remove(entry.request.clientId, entry.request.seq);
     }
-    return taken;
+  }
+
+  /** Checks a pending request's signature if not done yet; false (and counted) if it is bad. */
+  private signatureCheckedNow(entry: PendingEntry): boolean {
+    if (entry.signatureChecked) return true;
+    if (!this.requestSignatureValid(entry.request)) {
+      this.drop(DropReason.BAD_SIGNATURE);
+      return false;
+    }
+    entry.signatureChecked = true;
+    return true;
   }
 
   private encodeProposal(requests: ClientRequest[]): Bytes {
@@ -1300,6 +1337,11 @@ export class ReplicaCore {
     }
     let stop = false;
     for (const entry of expired) {
+      // A request its client signed badly must not cost a leader its regency.
+      if (!this.signatureCheckedNow(entry)) {
+        this.pending.remove(entry.request.clientId, entry.request.seq);
+        continue;
+      }
       if (entry.stage === 0 && this.me !== this.leader) {
         toForward.push(entry.request);
         this.pending.restartTimer(entry, this.nowTick, 1);

@@ -11,10 +11,33 @@ export interface PendingEntry {
   timerStartTick: number;
   /** 0: waiting; 1: forwarded to the leader once already. */
   stage: 0 | 1;
+  /**
+   * False while the request's signature is unchecked: it came straight from its client, whose authenticated
+   * channel proves who sent it, so the signature is checked only before the request is passed on.
+   */
+  signatureChecked: boolean;
 }
 
 export function requestKey(clientId: string, seq: number): string {
   return `${clientId}\u0000${seq}`;
+}
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** The same request down to its last byte, signature included. */
+export function sameRequest(a: ClientRequest, b: ClientRequest): boolean {
+  return (
+    a.clientId === b.clientId &&
+    a.seq === b.seq &&
+    a.ordered === b.ordered &&
+    a.kind === b.kind &&
+    bytesEqual(a.operation, b.operation) &&
+    (a.signature === null ? b.signature === null : b.signature !== null && bytesEqual(a.signature, b.signature))
+  );
 }
 
 /** Approximate wire size of a request, for batch byte limits. */
@@ -43,10 +66,10 @@ export class PendingRequests {
     return this.perClient.get(clientId) ?? 0;
   }
 
-  add(request: ClientRequest, nowTick: number): void {
+  add(request: ClientRequest, nowTick: number, signatureChecked: boolean): void {
     const key = requestKey(request.clientId, request.seq);
     if (this.entries.has(key)) return;
-    this.entries.set(key, { request, bytes: requestBytes(request), timerStartTick: nowTick, stage: 0 });
+    this.entries.set(key, { request, bytes: requestBytes(request), timerStartTick: nowTick, stage: 0, signatureChecked });
     this.perClient.set(request.clientId, this.countFor(request.clientId) + 1);
   }
 

@@ -36,6 +36,11 @@ export interface ProcessCryptoOptions {
   readonly viewManagerPublicKey?: Uint8Array;
   /** Without a pool, prepare() does nothing and every check runs on the calling thread. */
   readonly pool?: VerifyPool;
+  /**
+   * Whether the core already knows this very request (ReplicaCore.knowsRequest): it then checks no
+   * signature for it, so neither does prepare().
+   */
+  readonly requestKnown?: (request: ClientRequest) => boolean;
   /** Default and maximum limits.verifiedSignaturesCachedMax. */
   readonly verifiedCacheEntriesMax?: number;
   /**
@@ -130,6 +135,7 @@ export class ProcessCrypto implements CoreCrypto {
   #preparedItems = 0;
   #preparedInline = 0;
   readonly #poolItemsMin: number;
+  readonly #requestKnown: (request: ClientRequest) => boolean;
   #preparedItemsOverloaded = 0;
   #preparedItemsFailed = 0;
   #prepareErrors = 0;
@@ -169,6 +175,7 @@ export class ProcessCrypto implements CoreCrypto {
       throw new BftError('BFT_ERR_CONFIG_INVALID', `poolItemsMin must be an integer from 1 to ${limits.verifyQueuedItemsMax}, got ${poolItemsMin}`);
     }
     this.#poolItemsMin = poolItemsMin;
+    this.#requestKnown = options.requestKnown ?? (() => false);
   }
 
   digest(bytes: Bytes): Bytes {
@@ -298,7 +305,7 @@ export class ProcessCrypto implements CoreCrypto {
 
   /** The pool item for a client's request signature, or null as for #replicaItem. */
   #clientItem(request: ClientRequest): PreparedItem | null {
-    if (request.signature === null || this.#clientPublicKey === undefined) return null;
+    if (request.signature === null || this.#clientPublicKey === undefined || this.#requestKnown(request)) return null;
     const raw = this.#clientPublicKey(request.clientId);
     if (raw === undefined) return null;
     return this.#item(`c${request.clientId}`, raw, requestSigningPayload(request), request.signature);
@@ -420,7 +427,7 @@ class Preparation {
       case MessageType.STOP:
         return this.#requests(message.requests);
       case MessageType.REQUEST:
-        return this.#requests([message.request]);
+        // One signature is never worth a pool call, and a follower does not check it at all (ReplicaCore.receiveRequest).
       case MessageType.WRITE:
       case MessageType.HEARTBEAT:
       case MessageType.DECISION_REQUEST:

@@ -16,6 +16,7 @@ import { ReplicaDriver } from '../runtime/driver.ts';
 import { type Storage, VolatileStorage } from '../runtime/storage.ts';
 import { WriteAheadLog } from '../storage/wal.ts';
 import { clientIdentityOf } from '../protocol/client-id.ts';
+import type { ClientRequest } from '../protocol/messages.ts';
 import { decodeBatch, encodeMessage } from '../protocol/codec.ts';
 import { dirname, join } from 'node:path';
 import { InlineServiceHost, type ServiceHost, WorkerServiceHost } from '../service/service-host.ts';
@@ -133,7 +134,11 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
     ...(keys.viewManagerPublicKey === undefined ? {} : { viewManagerPublicKey: keys.viewManagerPublicKey }),
     // Client keys matter only when requests must be signed; without them no batch is decoded for signatures.
     ...(config.requireSignedRequests
-      ? { clientPublicKey: (clientId: string) => keys.clientPublicKeys.get(clientIdentityOf(clientId)) }
+      ? {
+          clientPublicKey: (clientId: string) => keys.clientPublicKeys.get(clientIdentityOf(clientId)),
+          // Called only for messages the driver steps, so after the core below exists.
+          requestKnown: (request: ClientRequest) => core.knowsRequest(request),
+        }
       : {}),
     pool,
   });
