@@ -54,6 +54,9 @@ export const bftClusterSpecSchema = z.object({
     .object({
       requestsMax: z.int().min(1).max(4096).optional(),
       bytesMax: z.int().min(1024).max(4 * 1024 * 1024).optional(),
+      /** The leader waits, up to fillWaitMs, until this percentage of its recent clients are back (0: never; default 100). */
+      fillPercent: z.int().min(0).max(100).optional(),
+      fillWaitMs: z.int().min(1).max(1000).optional(),
     })
     .optional(),
   /** Whether clients must sign their requests (Ed25519), as well as authenticate their links. */

@@ -372,14 +372,14 @@ describe('replicaConfig', () => {
       replicas: 3,
       faultModel: 'crash',
       durability: 'batch',
-      batch: { requestsMax: 256, bytesMax: 65_536 },
+      batch: { requestsMax: 256, bytesMax: 65_536, fillPercent: 0 },
       requireSignedRequests: true,
       service: { module: 'builtin:kv', config: { keysMax: 1000 } },
     });
     const { config } = await startAsKubeletWould(spec, { number: 0, f: 1, members: [0, 1, 2] }, 0, false);
     expect(config.cluster.view.mode).toBe('crash');
     expect(config.durability).toBe('batch');
-    expect(config.batch).toEqual({ requestsMax: 256, bytesMax: 65_536 });
+    expect(config.batch).toEqual({ requestsMax: 256, bytesMax: 65_536, fillPercent: 0, fillWaitMs: 2 });
     expect(config.requireSignedRequests).toBe(true);
     expect(config.service.config).toEqual({ keysMax: 1000 });
   });

@@ -20,6 +20,13 @@ export interface CoreConfig {
   readonly members?: readonly Member[];
   readonly batchRequestsMax: number;
   readonly batchBytesMax: number;
+  /**
+   * Batch filling: right after a decision, a leader holding fewer requests than this percentage of the
+   * clients seen in the last two batches waits for more, until the next tick at most. Fewer, fuller
+   * instances cost less CPU per request (most of a replica's work is per instance); a lone client never
+   * waits. 0 proposes at once, as Mod-SMaRt does.
+   */
+  readonly batchFillPercent: number;
   readonly clientInFlightMax: number;
   readonly pendingRequestsMax: number;
   readonly requireSignedRequests: boolean;
@@ -71,6 +78,7 @@ export function makeCoreConfig(
     view,
     batchRequestsMax: 1024,
     batchBytesMax: 1024 * 1024,
+    batchFillPercent: 0,
     clientInFlightMax: 16,
     pendingRequestsMax: limits.pendingRequestsMax,
     requireSignedRequests: false,
@@ -101,6 +109,7 @@ export function invalidCoreConfig(config: CoreConfig): string | null {
   const bounded: Array<[keyof CoreConfig, number, number]> = [
     ['batchRequestsMax', 1, limits.batchRequestsMax],
     ['batchBytesMax', 1024, limits.batchBytesMax],
+    ['batchFillPercent', 0, 100],
     ['clientInFlightMax', 1, limits.clientInFlightMax],
     ['pendingRequestsMax', 1, limits.pendingRequestsMax],
     ['requestTimeoutTicks', 1, 1_000_000],

@@ -209,6 +209,13 @@ export class ReplicaCore {
 
   // Timers.
   private lastLeaderContactTick = 0;
+  /** Batch filling (CoreConfig.batchFillPercent): when the last decision came, and the clients of the last two batches. */
+  private lastDecisionTick = -1;
+  private lastBatchClients: ReadonlySet<string> = new Set();
+  private recentClients = 0;
+  /** True while the leader holds its proposal back to fill it; endBatchFill() or the next tick but one ends that. */
+  private fillWaiting = false;
+  private fillEndedForCid = -1;
   private lastHeartbeatTick = 0;
   private lastProgressTick = 0;
   private lastRetransmitTick = 0;
@@ -391,6 +398,7 @@ export class ReplicaCore {
       this.checkRequestTimers();
       this.checkLeaderSilence();
     }
+    if (this.fillWaiting && !changing) this.maybePropose();
     this.maybeHeartbeat();
     // A replica that must start from a checkpoint (see the constructor) keeps asking until it has one.
     if (!this.awaitingStateTransfer && this.views[0]?.firstCid === Number.MAX_SAFE_INTEGER) this.needStateTransfer();
@@ -765,6 +773,14 @@ export class ReplicaCore {
     return true;
   }
 
+  /** Whether the leader waits for a fuller batch (CoreConfig.batchFillPercent); tick() ends the wait. */
+  private fillingBatch(): boolean {
+    const percent = this.config.batchFillPercent;
+    // The tick bound keeps a driver that never calls endBatchFill() live (the simulator's, for one).
+    if (percent === 0 || this.fillEndedForCid === this.instance.cid || this.nowTick - this.lastDecisionTick > 1) return false;
+    return this.pending.size * 100 < this.recentClients * percent;
+  }
+
   private encodeProposal(requests: ClientRequest[]): Bytes {
     let bytes = encodeBatch({ requests });
     // The size estimate is conservative, but the encoding is what counts: shrink until it fits.
@@ -775,7 +791,21 @@ export class ReplicaCore {
     return bytes;
   }
 
+  /** Whether the leader is holding its next proposal back to fill it: the driver calls endBatchFill() soon. */
+  batchFillWaiting(): boolean {
+    return this.fillWaiting;
+  }
+
+  /** Ends the current batch filling: the leader proposes what it has. */
+  endBatchFill(): void {
+    if (!this.fillWaiting) return;
+    this.fillWaiting = false;
+    this.fillEndedForCid = this.instance.cid;
+    this.maybePropose();
+  }
+
   private maybePropose(): void {
+    this.fillWaiting = false;
     if (this.me !== this.leader || this.syncedRegency !== this.regency || this.pending.size === 0) return;
     if (!this.mayVote()) return;
     if (this.instance.proposals.has(this.regency)) return;
@@ -784,6 +814,10 @@ export class ReplicaCore {
       // SYNC already decided what this regency's first instance carries.
       if (this.instance.cid < start.cid) return;
       if (this.instance.cid === start.cid && start.batch.length > 0) return;
+    }
+    if (this.fillingBatch()) {
+      this.fillWaiting = true;
+      return;
     }
     const requests = this.buildBatch();
     if (requests.length === 0) return;
@@ -983,6 +1017,15 @@ export class ReplicaCore {
   }
 
   private decide(decision: Decision, requests: readonly ClientRequest[]): void {
+    if (this.config.batchFillPercent > 0) {
+      this.lastDecisionTick = this.nowTick;
+      const clients = new Set<string>();
+      for (const request of requests) clients.add(request.clientId);
+      let recent = clients.size;
+      for (const clientId of this.lastBatchClients) if (!clients.has(clientId)) recent++;
+      this.recentClients = recent;
+      this.lastBatchClients = clients;
+    }
     invariant(decision.cid === this.instance.cid, 'decisions are applied in cid order');
     if (this.awaitingStateTransfer) {
       // The service is about to be replaced by a checkpoint: executing anything now would be lost, or

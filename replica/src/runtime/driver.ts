@@ -66,6 +66,8 @@ export interface DriverOptions {
   readonly host: ServiceHost;
   readonly preparer?: SignaturePreparer;
   readonly tickMs: number;
+  /** How long a leader may hold a proposal back to fill it (CoreConfig.batchFillPercent); default 2. */
+  readonly batchFillWaitMs?: number;
   readonly observer?: DriverObserver;
   /** Messages whose signatures are being verified at once; beyond, input is shed. */
   readonly verifyingMax?: number;
@@ -111,6 +113,7 @@ export class ReplicaDriver {
   private flushing = false;
   private flushAgain = false;
   private tickTimer: NodeJS.Timeout | null = null;
+  private batchFillTimer: NodeJS.Timeout | null = null;
   private stopped = false;
   private failed = false;
   private lastRegency = 0;
@@ -146,6 +149,8 @@ export class ReplicaDriver {
     this.stopped = true;
     if (this.tickTimer !== null) clearInterval(this.tickTimer);
     this.tickTimer = null;
+    if (this.batchFillTimer !== null) clearTimeout(this.batchFillTimer);
+    this.batchFillTimer = null;
     // Let a flush in progress finish its persist → send → execute sequence, and decided batches execute.
     while (this.flushing) await new Promise((resolve) => setImmediate(resolve));
     await Promise.allSettled([...this.executing]);
@@ -331,8 +336,20 @@ export class ReplicaDriver {
     if (!this.stopped) this.flush();
   }
 
+  /** The core holds a proposal back to fill it: it gets batchFillWaitMs for that, then proposes what it has. */
+  private armBatchFill(): void {
+    if (this.batchFillTimer !== null || this.stopped || !this.core.batchFillWaiting()) return;
+    this.batchFillTimer = setTimeout(() => {
+      this.batchFillTimer = null;
+      if (this.stopped) return;
+      this.core.endBatchFill();
+      this.flush();
+    }, this.options.batchFillWaitMs ?? 2);
+  }
+
   /** Drain the core's Ready in order, one at a time: persist, then send, then execute and reply. */
   private flush(): void {
+    this.armBatchFill();
     if (this.flushing) {
       this.flushAgain = true;
       return;
@@ -427,6 +444,8 @@ export class ReplicaDriver {
     this.stopped = true;
     if (this.tickTimer !== null) clearInterval(this.tickTimer);
     this.tickTimer = null;
+    if (this.batchFillTimer !== null) clearTimeout(this.batchFillTimer);
+    this.batchFillTimer = null;
     if (this.options.onFatal) this.options.onFatal(error);
     else queueMicrotask(() => {
       throw error;

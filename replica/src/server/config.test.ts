@@ -72,7 +72,7 @@ describe('loadReplicaConfig defaults', () => {
     expect(config.listen).toEqual({ host: '0.0.0.0', port: 7000, adminHost: '0.0.0.0', adminPort: 8000 });
     expect(config.durability).toBe('fsync');
     expect(config.tickMs).toBe(10);
-    expect(config.batch).toEqual({ requestsMax: 1024, bytesMax: 1024 * 1024 });
+    expect(config.batch).toEqual({ requestsMax: 1024, bytesMax: 1024 * 1024, fillPercent: 100, fillWaitMs: 2 });
     expect(config.requireSignedRequests).toBe(false);
     expect(config.logLevel).toBe('info');
     expect(config.service).toEqual({ thread: 'auto' });

@@ -8,6 +8,8 @@
 //
 //   replicaId               BFTKUBE_REPLICA_ID            batch.requestsMax        BFTKUBE_BATCH_REQUESTS_MAX
 //   cluster.name            BFTKUBE_CLUSTER_NAME          batch.bytesMax           BFTKUBE_BATCH_BYTES_MAX
+//                                                         batch.fillPercent        BFTKUBE_BATCH_FILL_PERCENT
+//                                                         batch.fillWaitMs         BFTKUBE_BATCH_FILL_WAIT_MS
 //   cluster.view.number     BFTKUBE_CLUSTER_VIEW_NUMBER   tickMs                   BFTKUBE_TICK_MS
 //   cluster.view.mode       BFTKUBE_CLUSTER_VIEW_MODE     requestTimeoutMs         BFTKUBE_REQUEST_TIMEOUT_MS
 //   cluster.view.f          BFTKUBE_CLUSTER_VIEW_F        heartbeatIntervalMs      BFTKUBE_HEARTBEAT_INTERVAL_MS
@@ -86,7 +88,8 @@ export interface ReplicaConfig {
    * votes in none of the instances it could have voted in. False for the replicas that start a cluster.
    */
   readonly joinsRunningCluster: boolean;
-  readonly batch: { readonly requestsMax: number; readonly bytesMax: number };
+  /** fillPercent: see CoreConfig.batchFillPercent; fillWaitMs: how long such a wait may last (the core ends it by its second tick anyway). */
+  readonly batch: { readonly requestsMax: number; readonly bytesMax: number; readonly fillPercent: number; readonly fillWaitMs: number };
   /** Checkpoint after this many decided instances or bytes of decided batches, whichever comes first. */
   readonly checkpoint: {
     readonly periodInstances: number;
@@ -122,6 +125,8 @@ export const configDefaults = {
   durability: 'fsync',
   batchRequestsMax: 1024,
   batchBytesMax: 1024 * 1024,
+  batchFillPercent: 100,
+  batchFillWaitMs: 2,
   tickMs: 10,
   requestTimeoutMs: 2000,
   heartbeatIntervalMs: 500,
@@ -211,6 +216,8 @@ export const replicaConfigFileSchema = section({
   batch: section({
     requestsMax: integer(1, limits.batchRequestsMax).default(configDefaults.batchRequestsMax),
     bytesMax: integer(1024, limits.batchBytesMax).default(configDefaults.batchBytesMax),
+    fillPercent: integer(0, 100).default(configDefaults.batchFillPercent),
+    fillWaitMs: integer(1, 1000).default(configDefaults.batchFillWaitMs),
   }).prefault({}),
   checkpoint: section({
     periodInstances: integer(1, Math.floor(limits.decisionsRetainedMax / 4)).default(defaultCheckpointPeriod.checkpointPeriodInstances),
@@ -257,6 +264,8 @@ const scalarFields: ReadonlyArray<readonly [path: string, kind: ScalarKind]> = [
   ['joinsRunningCluster', 'boolean'],
   ['batch.requestsMax', 'integer'],
   ['batch.bytesMax', 'integer'],
+  ['batch.fillPercent', 'integer'],
+  ['batch.fillWaitMs', 'integer'],
   ['checkpoint.periodInstances', 'integer'],
   ['checkpoint.periodBytes', 'integer'],
   ['checkpoint.chunkBytes', 'integer'],
@@ -622,6 +631,7 @@ export function coreConfigOf(config: ReplicaConfig): CoreConfig {
     view: viewOf(config),
     batchRequestsMax: config.batch.requestsMax,
     batchBytesMax: config.batch.bytesMax,
+    batchFillPercent: config.batch.fillPercent,
     clientInFlightMax: config.clientInFlightMax,
     pendingRequestsMax: config.pendingRequestsMax,
     requireSignedRequests: config.requireSignedRequests,

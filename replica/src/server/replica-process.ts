@@ -284,6 +284,7 @@ export async function startReplica(config: ReplicaConfig): Promise<RunningReplic
     onMembership: followMembership,
     preparer: crypto,
     tickMs: config.tickMs,
+    batchFillWaitMs: config.batch.fillWaitMs,
     onFatal: (error) => {
       logger.fatal({ err: error }, 'storage or execution failed: the replica stops rather than send what it could not make durable or answer from a state it cannot trust');
       process.exitCode = 1;

@@ -124,6 +124,8 @@ export function runSeed(options: SeedOptions): SimulationResult {
   const plan = new Rng(options.seed >>> 0).fork('plan');
   // A stream of its own, so that runs without disk faults draw exactly what they always drew.
   const diskPlan = new Rng(options.seed >>> 0).fork('disk-plan');
+  // Its own stream, so that the draws above mean what they meant before batch filling existed.
+  const batchPlan = new Rng(options.seed >>> 0).fork('batch-plan');
   const diskFaults = options.diskFaults === true;
   const n = options.replicas;
   const f = maxFaults(n, options.mode);
@@ -157,6 +159,7 @@ export function runSeed(options: SeedOptions): SimulationResult {
     clients: plan.int(2, 4),
     requestsPerClient: plan.int(4, 10) + (diskFaults ? diskPlan.int(0, 8) : 0),
     signedRequests: plan.chance(0.3),
+    batchFillPercent: batchPlan.pick([0, 0, 50, 90, 100]),
     byzantine,
     ...(options.reconfiguration ? { spareReplicas } : {}),
     ...(options.brokenViewManagerCheck ? { brokenViewManagerCheck: true } : {}),

@@ -82,6 +82,8 @@ export interface SimulationOptions {
   readonly clients: number;
   readonly requestsPerClient: number;
   readonly signedRequests?: boolean;
+  /** CoreConfig.batchFillPercent of every replica (default 0). */
+  readonly batchFillPercent?: number;
   readonly byzantine?: readonly ByzantineAssignment[];
   /** Only for the test that proves the checkers catch a broken protocol. */
   readonly quorumsOverride?: Quorums;
@@ -539,6 +541,7 @@ export class Simulation {
       batchRequestsMax: 8,
       clientInFlightMax: 4,
       requireSignedRequests: this.options.signedRequests ?? false,
+      batchFillPercent: this.options.batchFillPercent ?? 0,
       ...(checkpoints
         ? {
             checkpointPeriodInstances: checkpoints.periodInstances,
