@@ -11,6 +11,7 @@ import { maxFaults } from '../core/quorum.ts';
 import { connectionFileName, readConnectionFile, renderConnectionFile } from '../client/connection.ts';
 import type { ReplicaEndpoint } from '../client/transport.ts';
 import { BftError } from '../errors.ts';
+import { replicaNodeFlags } from '../constants.ts';
 import type { Member } from '../protocol/reconfiguration.ts';
 import { generateLocalKeys, loadPublicKeys } from '../server/keys.ts';
 
@@ -220,7 +221,7 @@ export class LocalCluster {
     const log = createWriteStream(replica.logFile, { flags: 'a' });
     // Node flags for the replicas only, for profiling (`--cpu-prof` is refused in NODE_OPTIONS).
     const nodeFlags = (process.env.BFTKUBE_REPLICA_NODE_FLAGS ?? '').split(' ').filter((flag) => flag !== '');
-    const child = spawn(process.execPath, [...nodeFlags, mainScript, 'replica', '--config', replica.configFile], {
+    const child = spawn(process.execPath, [...replicaNodeFlags, ...nodeFlags, mainScript, 'replica', '--config', replica.configFile], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...(options.joinsRunningCluster === true ? { BFTKUBE_JOINS_RUNNING_CLUSTER: 'true' } : {}) },
     });
@@ -252,7 +253,7 @@ export class LocalCluster {
     const replica = this.replica(id);
     const log = openSync(replica.logFile, 'a');
     try {
-      const child = spawn(process.execPath, [mainScript, 'replica', '--config', replica.configFile], { stdio: ['ignore', log, log], detached: true, env: process.env });
+      const child = spawn(process.execPath, [...replicaNodeFlags, mainScript, 'replica', '--config', replica.configFile], { stdio: ['ignore', log, log], detached: true, env: process.env });
       child.unref();
       if (child.pid === undefined) throw new BftError('BFT_ERR_CONFIG_INVALID', `replica ${id} could not be started; see ${replica.logFile}`);
       writeFileSync(this.pidFile(id), `${child.pid}\n`);
