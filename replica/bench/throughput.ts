@@ -1,5 +1,5 @@
 // npm run bench -- --replicas 4 --mode bft|crash --request-bytes 0 --reply-bytes 0 --clients 50 --seconds 30 [--signed]
-//                  [--service-thread auto|worker|inline] [--durability none|batch|fsync]
+//                  [--service-thread auto|worker|inline] [--durability none|batch|fsync] [--batch-fill-percent P]
 //                  [--state-mib N --checkpoint-instances I --checkpoint-mib B]: the cost of checkpoints of an N MiB
 //                  state every I instances or B MiB of decided batches
 // A throughput/latency microbenchmark in the manner of BFT-SMaRt's ThroughputLatencyServer/Client:
@@ -14,6 +14,7 @@ import { parseArgs } from 'node:util';
 import { LocalCluster, defaultLocalDir } from '../src/cli/local-cluster.ts';
 import type { FaultMode } from '../src/core/quorum.ts';
 import { resolveServiceThread } from '../src/server/replica-process.ts';
+import { configDefaults } from '../src/server/config.ts';
 
 const { values } = parseArgs({
   options: {
@@ -25,6 +26,8 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '30' },
     'warmup-seconds': { type: 'string', default: '5' },
     'batch-requests': { type: 'string', default: '1024' },
+    // batch.fillPercent of the replicas; 0 proposes at once, as Mod-SMaRt does.
+    'batch-fill-percent': { type: 'string', default: String(configDefaults.batchFillPercent) },
     signed: { type: 'boolean', default: false },
     // Where the replicas run the service (service.thread): auto (the replicas' default), worker or inline.
     'service-thread': { type: 'string', default: 'auto' },
@@ -68,7 +71,7 @@ const cluster = new LocalCluster({
   logLevel: 'warn',
   durability,
   service: { module: 'builtin:throughput', config: { replyBytes: Number(values['reply-bytes']), stateBytes }, thread: serviceThread },
-  batch: { requestsMax: Number(values['batch-requests']), bytesMax: 4 * 1024 * 1024 },
+  batch: { requestsMax: Number(values['batch-requests']), bytesMax: 4 * 1024 * 1024, fillPercent: Number(values['batch-fill-percent']) },
   configOverrides: {
     clientInFlightMax: 64,
     checkpoint: {
@@ -144,6 +147,7 @@ try {
         replyBytes: Number(values['reply-bytes']),
         seconds: Number(values.seconds),
         signedRequests: values.signed,
+        batchFillPercent: Number(values['batch-fill-percent']),
         serviceThread: resolveServiceThread(serviceThread, availableParallelism()),
         durability,
         ...(stateBytes > 0 || checkpointInstances !== undefined || checkpointBytes !== undefined

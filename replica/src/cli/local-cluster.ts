@@ -36,7 +36,7 @@ export interface LocalClusterOptions {
   /** Third octet of the 127.0.x.y addresses, so that clusters of parallel tests do not collide. */
   readonly subnet?: number;
   readonly service?: { readonly module: string; readonly config?: unknown; readonly thread?: 'auto' | 'worker' | 'inline' };
-  readonly batch?: { readonly requestsMax: number; readonly bytesMax: number };
+  readonly batch?: { readonly requestsMax: number; readonly bytesMax: number; readonly fillPercent?: number };
   readonly requireSignedRequests?: boolean;
   readonly logLevel?: string;
   /** Default fsync: each replica logs its votes and decisions in <dir>/data-<id>/wal before acting on them. */
