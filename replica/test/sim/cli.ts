@@ -22,6 +22,7 @@ interface RunReport {
   readonly trace: readonly string[];
   readonly decidedInstances: number;
   readonly leaderChanges: number;
+  readonly forgedRequests: number;
   readonly disk: DiskFaultStats;
   readonly reconfigurations: { readonly accepted: number; readonly refused: number; readonly views: number };
   readonly wallMs: number;
@@ -37,6 +38,7 @@ function runJob(job: Job, report: (r: RunReport) => void): void {
       trace: result.violations.length > 0 ? result.trace.slice(-job.traceLines) : [],
       decidedInstances: result.decidedInstances,
       leaderChanges: result.leaderChanges,
+      forgedRequests: result.forgedRequests,
       disk: result.disk,
       reconfigurations: result.reconfigurations,
       wallMs: performance.now() - started,
@@ -97,6 +99,7 @@ async function main(): Promise<void> {
   let done = 0;
   let instances = 0;
   let leaderChanges = 0;
+  let forgedRequests = 0;
   const disk: Record<string, number> = {};
   const reconfigurations = { accepted: 0, refused: 0, views: 0 };
   let slowest = null as RunReport | null;
@@ -104,6 +107,7 @@ async function main(): Promise<void> {
     done++;
     instances += r.decidedInstances;
     leaderChanges += r.leaderChanges;
+    forgedRequests += r.forgedRequests;
     for (const [key, value] of Object.entries(r.disk)) disk[key] = (disk[key] ?? 0) + value;
     reconfigurations.accepted += r.reconfigurations.accepted;
     reconfigurations.refused += r.reconfigurations.refused;
@@ -144,6 +148,8 @@ async function main(): Promise<void> {
     failing: failures.slice(0, 20).map((r) => ({ command: reproduceCommand(r.options), first: r.violations[0] })),
     decidedInstances: instances,
     leaderChanges,
+    // Requests with bad signatures sent straight to the replicas by a forging client (signed runs, half of them).
+    forgedRequests,
     ...(values['disk-faults'] ? { disk } : {}),
     ...(values.reconfiguration ? { reconfiguration: true, reconfigurations } : {}),
     elapsedSeconds: Math.round((performance.now() - started) / 100) / 10,

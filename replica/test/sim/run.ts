@@ -160,6 +160,7 @@ export function runSeed(options: SeedOptions): SimulationResult {
     requestsPerClient: plan.int(4, 10) + (diskFaults ? diskPlan.int(0, 8) : 0),
     signedRequests: plan.chance(0.3),
     batchFillPercent: batchPlan.pick([0, 0, 50, 90, 100]),
+    forgingClient: batchPlan.fork('forger').chance(0.5),
     byzantine,
     ...(options.reconfiguration ? { spareReplicas } : {}),
     ...(options.brokenViewManagerCheck ? { brokenViewManagerCheck: true } : {}),

@@ -139,3 +139,17 @@ describe('the checkers catch a broken protocol', () => {
     expect(found.length).toBe(1);
   });
 });
+
+describe('scenario: a client forging signatures', () => {
+  it('none of its requests is ordered, and the honest clients finish without a leader change', () => {
+    for (const seed of [1, 2, 3]) {
+      const sim = simulate({ seed, signedRequests: true, forgingClient: true });
+      finish(sim);
+      const result = sim.result();
+      expect(result.forgedRequests).toBeGreaterThan(3);
+      // The leader drops them at once, the followers when their timers run out.
+      expect(result.droppedByReason[DropReason.BAD_SIGNATURE] ?? 0).toBeGreaterThan(result.forgedRequests / 2);
+      expect(result.leaderChanges).toBe(0);
+    }
+  });
+});

@@ -84,6 +84,11 @@ export interface SimulationOptions {
   readonly signedRequests?: boolean;
   /** CoreConfig.batchFillPercent of every replica (default 0). */
   readonly batchFillPercent?: number;
+  /**
+   * With signed requests: a Byzantine client that keeps sending requests with bad signatures, straight to
+   * the replicas. None of them may be ordered, and the other clients must still finish.
+   */
+  readonly forgingClient?: boolean;
   readonly byzantine?: readonly ByzantineAssignment[];
   /** Only for the test that proves the checkers catch a broken protocol. */
   readonly quorumsOverride?: Quorums;
@@ -142,6 +147,7 @@ function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
 
 /** The View Manager's client id in the simulator. */
 const viewManagerClientId = 'vm';
+const forgingClientId = 'forger';
 
 /** One request of the simulated View Manager: what it sends, given the newest view, and what must happen. */
 export interface ReconfigurationStep {
@@ -273,6 +279,8 @@ export interface SimulationResult {
   readonly disk: DiskFaultStats;
   /** The View Manager's requests applied and refused, and the views the run went through after genesis. */
   readonly reconfigurations: { readonly accepted: number; readonly refused: number; readonly views: number };
+  /** Requests the forging client sent (SimulationOptions.forgingClient). */
+  readonly forgedRequests: number;
 }
 
 /** What the disk and state-transfer side of a run did, for the summary. */
@@ -340,6 +348,7 @@ export class Simulation {
   private readonly retiredTransfers: SimStateTransferStats[] = [];
   /** clientId/seq → operation the client issued. */
   private readonly issued = new Map<string, string>();
+  private forgedRequests = 0;
   /** Position in the replicated log → the request a client was told was executed there. */
   private readonly answeredPositions = new Map<string, string>();
   private readonly codecDrops: Record<string, number> = {};
@@ -379,6 +388,10 @@ export class Simulation {
       const spare = new SimReplica(id, undefined, false);
       spare.idle = true;
       this.slots.set(id, [spare]);
+    }
+    if (options.forgingClient === true && options.signedRequests === true) {
+      const forger = this.rng.fork('forging-client');
+      this.scheduler.after(forger.int(0, 100), () => this.forgeRequest(forger, 1));
     }
     for (let i = 0; i < options.clients; i++) {
       const client = new SimClient(`c${i}`);
@@ -499,6 +512,10 @@ export class Simulation {
       this.violation('agreement', `cid ${decision.cid}: ${node.name} decided ${key.slice(0, 12)}, another correct replica ${first.slice(0, 12)}`);
     }
     for (const request of requests) {
+      if (request.clientId === forgingClientId) {
+        this.violation('validity', `cid ${decision.cid} orders ${request.clientId}/${request.seq}, whose signature is bad`);
+        continue;
+      }
       const issued = this.issued.get(`${request.clientId}/${request.seq}`);
       // The View Manager's operations are binary; they are kept as latin1 text, byte for byte.
       const operation = request.kind === RequestKind.RECONFIGURATION ? Buffer.from(request.operation).toString('latin1') : fromUtf8.decode(request.operation);
@@ -1120,6 +1137,17 @@ export class Simulation {
   // -------------------------------------------------------------------------------------------
   // Clients.
 
+  /** The forging client's next request: to most replicas, the same sequence number a few times over. */
+  private forgeRequest(rng: Rng, seq: number): void {
+    const request: ClientRequest = { clientId: forgingClientId, seq, ordered: true, operation: utf8.encode(`forged:${seq}`), signature: rng.bytes(32) };
+    const bytes = encodeMessage({ type: MessageType.REQUEST, request });
+    for (const [id, nodes] of this.slots) {
+      if (nodes.some((node) => !node.idle) && rng.chance(0.8)) this.network.send(forgingClientId, id, bytes);
+    }
+    this.forgedRequests++;
+    this.scheduler.after(rng.int(20, 300), () => this.forgeRequest(rng, rng.chance(0.4) ? seq + 1 : seq));
+  }
+
   private issueNext(client: SimClient): void {
     if (client.completed >= this.options.requestsPerClient) return;
     client.seq++;
@@ -1256,6 +1284,7 @@ export class Simulation {
       droppedByReason: dropped,
       disk,
       reconfigurations: { ...this.reconfigurationVerdicts, views: this.eras.length - 1 },
+      forgedRequests: this.forgedRequests,
     };
   }
 }
