@@ -61,6 +61,9 @@ interface ClusterOptions {
   preparer?: (id: number) => SignaturePreparer;
   verifyingMax?: number;
   host?: (id: number) => ServiceHost | Promise<ServiceHost>;
+  batchFillPercent?: number;
+  batchFillWaitMs?: number;
+  tickMs?: number;
 }
 
 let running: Cluster | null = null;
@@ -81,7 +84,10 @@ async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
   const deliver = (to: number, from: PeerIdentity, payload: Uint8Array, connection?: number) =>
     setImmediate(() => drivers.get(to)?.receive(from, payload, connection));
   for (const id of view.members) {
-    const core = new ReplicaCore(makeCoreConfig(id, view, { requestTimeoutTicks: 50 }), keys.cryptoFor(id));
+    const core = new ReplicaCore(
+      makeCoreConfig(id, view, { requestTimeoutTicks: 50, ...(options.batchFillPercent === undefined ? {} : { batchFillPercent: options.batchFillPercent }) }),
+      keys.cryptoFor(id),
+    );
     const host = await (options.host ?? (() => inlineHost()))(id);
     cores.set(id, core);
     hosts.set(id, host);
@@ -91,7 +97,8 @@ async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
       host,
       onFatal: (error) => fatal.push({ id, error }),
       storage: new VolatileStorage(),
-      tickMs: 10,
+      tickMs: options.tickMs ?? 10,
+      ...(options.batchFillWaitMs === undefined ? {} : { batchFillWaitMs: options.batchFillWaitMs }),
       network: {
         sendToReplica: (to, payload) => deliver(to, { kind: 'replica', id }, payload),
         sendToClient: (_clientId, payload, connection) => {
@@ -157,6 +164,21 @@ describe('replica driver', () => {
     }
     expect(new Set(repliesFor(cluster, 5))).toEqual(new Set(['5:alice5']));
     for (const driver of cluster.drivers.values()) expect(driver.status().executedRequests).toBe(5);
+  });
+
+  it('ends a leader\'s batch filling with its own timer: the held request is ordered though no tick comes', async () => {
+    // Ticks an hour apart: only the driver's batchFillWaitMs timer can end the wait.
+    const cluster = await startCluster({ batchFillPercent: 100, batchFillWaitMs: 200, tickMs: 3_600_000 });
+    cluster.send('alice', request('alice', 1));
+    cluster.send('bob', request('bob', 1));
+    await until(() => repliesFor(cluster, 1).length === 8);
+    // Alice is back, Bob is not: the leader holds Alice's request for him.
+    cluster.send('alice', request('alice', 2));
+    const leader = cluster.cores.get(0) as ReplicaCore;
+    await until(() => leader.batchFillWaiting());
+    await until(() => repliesFor(cluster, 2).length === 4);
+    expect(leader.batchFillWaiting()).toBe(false);
+    expect(new Set(repliesFor(cluster, 2))).toEqual(new Set(['3:alice2']));
   });
 
   it('executes in worker threads: same replies, reads after writes, re-sent requests from the cache', async () => {
