@@ -8,20 +8,18 @@ import { randomBytes } from 'node:crypto';
 import { connect as connectTcp } from 'node:net';
 import * as tls from 'node:tls';
 import { Packr } from 'msgpackr';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { limits } from '../../src/constants.ts';
 import { readTlsMaterial, type TlsMaterial } from '../../src/crypto/certificates.ts';
 import { encodeMessage } from '../../src/protocol/codec.ts';
 import { MessageType } from '../../src/protocol/messages.ts';
 import { TlsReplicaTransport } from '../../src/transport/tls-transport.ts';
 import {
+  clusterAroundTests,
   createCluster,
   KvClients,
   type ReplicaStatus,
-  type StartedCluster,
-  startReplicas,
   statusOf,
-  stopCluster,
   waitUntil,
 } from './support.ts';
 
@@ -82,21 +80,15 @@ function count(counters: Record<string, number> | undefined, reason: string): nu
 }
 
 describe('a Byzantine replica 3 against correct replicas 0-2, BFT n=4', () => {
-  let started: StartedCluster;
+  const started = createCluster('byzantine-peer', { replicas: 4, mode: 'bft', subnet });
   let impostor: TlsReplicaTransport | null = null;
   let clients: KvClients | null = null;
-
-  beforeAll(async () => {
-    started = createCluster('byzantine-peer', { replicas: 4, mode: 'bft', subnet });
-    await started.cluster.prepare();
-    await startReplicas(started, correctIds);
-  });
-
-  afterAll(async () => {
-    await clients?.close();
-    await impostor?.stop();
-    const alive = await stopCluster(started);
-    expect(alive, 'replica processes still running after stopAll').toEqual([]);
+  clusterAroundTests(started, {
+    startIds: correctIds,
+    beforeStop: async () => {
+      await clients?.close();
+      await impostor?.stop();
+    },
   });
 
   it('keeps deciding, drops and counts every hostile input, and no replica exits', async () => {

@@ -1,17 +1,16 @@
 // The fault threshold with real processes (DESIGN §2, §3): with f replicas killed the cluster still
 // decides, with f+1 killed it cannot, and then it gives no answer rather than a wrong one.
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { FaultMode } from '../../src/core/quorum.ts';
 import {
+  clusterAroundTests,
   createCluster,
   errorCode,
   KvClients,
   type KvSession,
   type StartedCluster,
-  startReplicas,
   statusOf,
-  stopCluster,
 } from './support.ts';
 
 /** Long enough for a leader change on a loaded machine: these writes must complete. */
@@ -27,15 +26,11 @@ interface Fixture {
 /** One cluster per describe block, stopped (and every process proven gone) even when a test fails. */
 function clusterFixture(name: string, replicas: number, mode: FaultMode, subnet: number): Fixture {
   const fixture: Fixture = { started: createCluster(name, { replicas, mode, subnet }), clients: null };
-  beforeAll(async () => {
-    await fixture.started.cluster.prepare();
-    await startReplicas(fixture.started);
-    fixture.clients = await KvClients.connect(fixture.started.cluster);
-  });
-  afterAll(async () => {
-    await fixture.clients?.close();
-    const alive = await stopCluster(fixture.started);
-    expect(alive, 'replica processes still running after stopAll').toEqual([]);
+  clusterAroundTests(fixture.started, {
+    afterStart: async () => {
+      fixture.clients = await KvClients.connect(fixture.started.cluster);
+    },
+    beforeStop: async () => fixture.clients?.close(),
   });
   return fixture;
 }

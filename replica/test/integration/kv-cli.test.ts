@@ -7,11 +7,11 @@ import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { openKvClient, readConnectionFile } from '../../src/client/connection.ts';
 import type { KvClient } from '../../src/client/kv-client.ts';
 import { loadPublicKeys } from '../../src/server/keys.ts';
-import { type StartedCluster, clientName, createCluster, errorCode, startReplicas, stopCluster } from './support.ts';
+import { type StartedCluster, clientName, clusterAroundTests, createCluster, errorCode } from './support.ts';
 
 const mainScript = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 /** A CLI call connects, orders one request and exits: seconds; the bound only stops a hung child. */
@@ -22,15 +22,11 @@ const cluster = started.cluster;
 let secretDir: string | null = null;
 const clients: KvClient[] = [];
 
-beforeAll(async () => {
-  await cluster.prepare();
-  await startReplicas(started);
-});
-
-afterAll(async () => {
-  await Promise.all(clients.map((client) => client.close()));
-  if (secretDir !== null) await rm(secretDir, { recursive: true, force: true });
-  expect(await stopCluster(started)).toEqual([]);
+clusterAroundTests(started, {
+  beforeStop: async () => {
+    await Promise.all(clients.map((client) => client.close()));
+    if (secretDir !== null) await rm(secretDir, { recursive: true, force: true });
+  },
 });
 
 interface CliResult {

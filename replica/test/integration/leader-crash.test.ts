@@ -2,17 +2,15 @@
 // keep writing and reading through the change, every acknowledged write survives it, and the whole
 // history, kill included, is linearizable by Porcupine.
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { checkHistory, HistoryRecorder } from '../linearizability/porcupine.ts';
 import {
+  clusterAroundTests,
   createCluster,
   KvClients,
   type KvSession,
   sleep,
-  type StartedCluster,
-  startReplicas,
   statusOf,
-  stopCluster,
   waitUntil,
 } from './support.ts';
 
@@ -33,20 +31,9 @@ interface AcknowledgedWrite {
 }
 
 describe('leader crash under load, BFT n=4', () => {
-  let started: StartedCluster;
+  const started = createCluster('leader-crash', { replicas: 4, mode: 'bft', subnet });
   let clients: KvClients | null = null;
-
-  beforeAll(async () => {
-    started = createCluster('leader-crash', { replicas: 4, mode: 'bft', subnet });
-    await started.cluster.prepare();
-    await startReplicas(started);
-  });
-
-  afterAll(async () => {
-    await clients?.close();
-    const alive = await stopCluster(started);
-    expect(alive, 'replica processes still running after stopAll').toEqual([]);
-  });
+  clusterAroundTests(started, { beforeStop: async () => clients?.close() });
 
   it('keeps serving through a leader change, loses no acknowledged write, and stays linearizable', async () => {
     const { cluster } = started;

@@ -3,7 +3,7 @@
 // throughout. New replicas catch up by state transfer, removed ones stop, no acknowledged write is lost,
 // and the history is linearizable. Requests signed by another key or for a stale view change nothing.
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { BftClient } from '../../src/client/client.ts';
 import { ViewManager } from '../../src/client/view-manager.ts';
 import { viewManagerClientName } from '../../src/cli/local-cluster.ts';
@@ -14,29 +14,27 @@ import { reconfigurationSigningPayload } from '../../src/protocol/reconfiguratio
 import { loadViewManagerKey } from '../../src/server/keys.ts';
 import { TlsClientTransport } from '../../src/transport/tls-transport.ts';
 import { checkHistory } from '../linearizability/porcupine.ts';
-import { KvClients, RecordedWrites, type StartedCluster, createCluster, startReplicas, stopCluster, waitUntil } from './support.ts';
+import { KvClients, RecordedWrites, type StartedCluster, clusterAroundTests, createCluster, waitUntil } from './support.ts';
 
 const started: StartedCluster = createCluster('reconfiguration', { replicas: 4, mode: 'bft', subnet: 108, configOverrides: { logLevel: 'info' } });
 let clients: KvClients | null = null;
 let admin: BftClient | null = null;
 
-beforeAll(async () => {
-  await started.cluster.prepare();
-  await startReplicas(started);
-  clients = await KvClients.connect(started.cluster);
-  const cluster = started.cluster;
-  admin = new BftClient({
-    clientId: `${viewManagerClientName}/vm`,
-    view: cluster.view,
-    transport: new TlsClientTransport({ tls: await readTlsMaterial(cluster.keysDir, `client-${viewManagerClientName}`), replicas: cluster.endpoints }),
-    timeouts: { orderedTimeoutMs: 30_000 },
-  });
-});
-
-afterAll(async () => {
-  await admin?.close();
-  await clients?.close();
-  expect(await stopCluster(started)).toEqual([]);
+clusterAroundTests(started, {
+  afterStart: async () => {
+    clients = await KvClients.connect(started.cluster);
+    const cluster = started.cluster;
+    admin = new BftClient({
+      clientId: `${viewManagerClientName}/vm`,
+      view: cluster.view,
+      transport: new TlsClientTransport({ tls: await readTlsMaterial(cluster.keysDir, `client-${viewManagerClientName}`), replicas: cluster.endpoints }),
+      timeouts: { orderedTimeoutMs: 30_000 },
+    });
+  },
+  beforeStop: async () => {
+    await admin?.close();
+    await clients?.close();
+  },
 });
 
 interface Status {

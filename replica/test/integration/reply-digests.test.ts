@@ -2,28 +2,17 @@
 // SHA-256 digests from the others, and when the replica it relies on for the bytes is killed -9 it gets
 // them from the digest senders and carries on.
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createCluster, KvClients, type StartedCluster, startReplicas, statusOf, stopCluster, waitUntil } from './support.ts';
+import { describe, expect, it } from 'vitest';
+import { clusterAroundTests, createCluster, KvClients, startReplicas, statusOf, waitUntil } from './support.ts';
 
 const subnet = 110;
 const valueBytes = 8 * 1024;
 const readsPerRound = 5;
 
 describe('reply digests, BFT n=4, 8 KiB results', () => {
-  let started: StartedCluster;
+  const started = createCluster('reply-digests', { replicas: 4, mode: 'bft', subnet });
   let clients: KvClients | null = null;
-
-  beforeAll(async () => {
-    started = createCluster('reply-digests', { replicas: 4, mode: 'bft', subnet });
-    await started.cluster.prepare();
-    await startReplicas(started);
-  });
-
-  afterAll(async () => {
-    await clients?.close();
-    const alive = await stopCluster(started);
-    expect(alive, 'replica processes still running after stopAll').toEqual([]);
-  });
+  clusterAroundTests(started, { beforeStop: async () => clients?.close() });
 
   it('answers by digest, and gets the bytes from the digest senders when the replica holding them dies', { timeout: 240_000 }, async () => {
     const { cluster } = started;

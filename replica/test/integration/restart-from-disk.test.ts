@@ -2,22 +2,18 @@
 // back with what it had decided, catches up with what it missed, and carries the cluster when another
 // replica fails: no acknowledged write is lost, and the history is linearizable.
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { checkHistory } from '../linearizability/porcupine.ts';
-import { KvClients, RecordedWrites, type StartedCluster, createCluster, restoredAtStart, sleep, startReplicas, statusOf, stopCluster, waitUntil } from './support.ts';
+import { KvClients, RecordedWrites, type StartedCluster, clusterAroundTests, createCluster, restoredAtStart, sleep, statusOf, waitUntil } from './support.ts';
 
 const started: StartedCluster = createCluster('restart-from-disk', { replicas: 4, mode: 'bft', subnet: 106, configOverrides: { logLevel: 'info' } });
 let clients: KvClients | null = null;
 
-beforeAll(async () => {
-  await started.cluster.prepare();
-  await startReplicas(started);
-  clients = await KvClients.connect(started.cluster);
-});
-
-afterAll(async () => {
-  await clients?.close();
-  expect(await stopCluster(started)).toEqual([]);
+clusterAroundTests(started, {
+  afterStart: async () => {
+    clients = await KvClients.connect(started.cluster);
+  },
+  beforeStop: async () => clients?.close(),
 });
 
 describe('restart from the write-ahead log', () => {

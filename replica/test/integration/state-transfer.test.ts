@@ -6,9 +6,9 @@
 
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { checkHistory } from '../linearizability/porcupine.ts';
-import { KvClients, RecordedWrites, type StartedCluster, createCluster, restoredAtStart, sleep, startReplicas, statusOf, stopCluster, waitUntil } from './support.ts';
+import { KvClients, RecordedWrites, type StartedCluster, clusterAroundTests, createCluster, restoredAtStart, sleep, statusOf, waitUntil } from './support.ts';
 
 /** Small enough that a wiped replica falls more than two periods behind within seconds. */
 const checkpointPeriodInstances = 40;
@@ -22,15 +22,11 @@ const started: StartedCluster = createCluster('state-transfer', {
 });
 let clients: KvClients | null = null;
 
-beforeAll(async () => {
-  await started.cluster.prepare();
-  await startReplicas(started);
-  clients = await KvClients.connect(started.cluster);
-});
-
-afterAll(async () => {
-  await clients?.close();
-  expect(await stopCluster(started)).toEqual([]);
+clusterAroundTests(started, {
+  afterStart: async () => {
+    clients = await KvClients.connect(started.cluster);
+  },
+  beforeStop: async () => clients?.close(),
 });
 
 interface StateTransferStatus {

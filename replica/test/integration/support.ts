@@ -3,6 +3,7 @@
 // spawned process is gone.
 
 import { readFile } from 'node:fs/promises';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BftClient, type ClientTimeouts } from '../../src/client/client.ts';
@@ -59,6 +60,31 @@ export async function startReplicas(started: StartedCluster, ids?: readonly numb
     if (child.pid !== undefined) started.spawnedPids.push(child.pid);
   }
   await Promise.all(which.map((id) => cluster.waitReady(id)));
+}
+
+export interface ClusterHooks {
+  /** The replicas to start before the tests (default: all). */
+  readonly startIds?: readonly number[];
+  /** Once they are ready: the suite's own set-up. */
+  readonly afterStart?: () => Promise<void>;
+  /** Before they stop: close what the tests opened. */
+  readonly beforeStop?: () => Promise<void>;
+}
+
+/**
+ * Registers what every suite needs around its cluster: before the tests, prepare it and start its replicas;
+ * after them, close what the tests opened and stop the replicas, with no process they spawned left alive.
+ */
+export function clusterAroundTests(started: StartedCluster, hooks: ClusterHooks = {}): void {
+  beforeAll(async () => {
+    await started.cluster.prepare();
+    await startReplicas(started, hooks.startIds);
+    await hooks.afterStart?.();
+  });
+  afterAll(async () => {
+    await hooks.beforeStop?.();
+    expect(await stopCluster(started), 'replica processes still running after stopAll').toEqual([]);
+  });
 }
 
 /**
