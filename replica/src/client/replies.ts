@@ -6,10 +6,10 @@
 // The one later reply that is taken is a replica's full result after it first sent only that result's
 // digest (REPLY_DIGEST): the vote stays the same, the client only learns the bytes behind it.
 
-import { Buffer } from 'node:buffer';
 import { hash } from 'node:crypto';
 import type { Bytes } from '../protocol/messages.ts';
 import type { ReplicaId } from '../core/view.ts';
+import { bytesEqual } from '../bytes.ts';
 
 interface ResultGroup {
   /** Null while only digests of this result have arrived. */
@@ -149,8 +149,4 @@ function digestOfGroup(group: ResultGroup): Bytes {
 
 function sha256(bytes: Bytes): Bytes {
   return hash('sha256', bytes, 'buffer');
-}
-
-function bytesEqual(a: Bytes, b: Bytes): boolean {
-  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b);
 }

@@ -38,6 +38,7 @@ import {
   type FetchChunk,
   type Manifest,
 } from '../storage/checkpoint-store.ts';
+import { bytesEqual } from '../bytes.ts';
 
 // --- Attestations and offers ----------------------------------------------------------------------------
 
@@ -229,10 +230,6 @@ function hex(bytes: Uint8Array): string {
 
 function sha256(bytes: Uint8Array): Uint8Array {
   return createHash('sha256').update(bytes).digest();
-}
-
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.length).equals(b);
 }
 
 function pendingKey(from: ReplicaId, cid: number, index: number): string {
@@ -756,7 +753,7 @@ export class StateTransfer {
       pending.reject(new Error(`replica ${from} no longer has chunk ${message.index} of checkpoint ${message.cid}`));
       return;
     }
-    if (message.bytes.length !== pending.expectedBytes || !equalBytes(sha256(message.bytes), pending.expectedHash)) {
+    if (message.bytes.length !== pending.expectedBytes || !bytesEqual(sha256(message.bytes), pending.expectedHash)) {
       this.badChunks.set(from, (this.badChunks.get(from) ?? 0) + 1);
       transfer.blamed.add(from);
       this.drop(DropReason.BAD_CHUNK, from, `chunk ${message.index} of checkpoint ${message.cid} does not match the attested manifest`);
@@ -804,4 +801,3 @@ export class StateTransfer {
     if (log) this.options.logger.warn({ from, reason, suppressedBefore }, `state transfer: dropped input from replica ${from}: ${detail}`);
   }
 }
-

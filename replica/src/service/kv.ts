@@ -25,6 +25,7 @@ import {
   kvEntryBytes,
   utf8ByteLength,
 } from './kv-operations.ts';
+import { bytesEqual } from '../bytes.ts';
 
 // --- Key order ---------------------------------------------------------------------------------------
 
@@ -660,8 +661,4 @@ function errorResult(code: KvErrorCodeName, message: string): KvResult {
 
 function storeFull(stateBytesMax: number): KvResult {
   return errorResult(KvErrorCode.STORE_FULL, `the store holds its maximum of ${stateBytesMax} bytes; delete keys first`);
-}
-
-function bytesEqual(a: Bytes, b: Bytes): boolean {
-  return Buffer.from(a.buffer, a.byteOffset, a.length).equals(b);
 }

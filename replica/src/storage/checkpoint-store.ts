@@ -32,6 +32,7 @@ import { BftError, invariant } from '../errors.ts';
 import type { ReplicaId } from '../core/view.ts';
 import { syncDirectory } from './fs-sync.ts';
 import { plainMsgpackOptions } from '../protocol/codec.ts';
+import { bytesEqual } from '../bytes.ts';
 
 // --- The manifest ----------------------------------------------------------------------------------------
 
@@ -191,10 +192,6 @@ export function manifestDigest(manifest: Manifest): Uint8Array {
 
 function sha256(bytes: Uint8Array): Buffer {
   return createHash('sha256').update(bytes).digest();
-}
-
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.length).equals(b);
 }
 
 // --- Files -----------------------------------------------------------------------------------------------
@@ -737,7 +734,7 @@ export class CheckpointStore {
     const chunk = buffer.subarray(0, length);
     const expected = manifest.chunkHashes[index];
     invariant(expected !== undefined, `checkpoint ${manifest.cid} has a hash for chunk ${index}`);
-    if (!equalBytes(sha256(chunk), expected)) {
+    if (!bytesEqual(sha256(chunk), expected)) {
       this.counters.chunkMismatches += 1;
       throw corrupt(`${where} does not match its SHA-256 in the manifest`);
     }
@@ -774,7 +771,7 @@ export class CheckpointStore {
         problems.push(`attempt ${attempt} failed: ${String(error instanceof Error ? error.message : error).slice(0, 160)}`);
         continue;
       }
-      if (!(chunk instanceof Uint8Array) || chunk.length !== expectedBytes || !equalBytes(sha256(chunk), expectedHash)) {
+      if (!(chunk instanceof Uint8Array) || chunk.length !== expectedBytes || !bytesEqual(sha256(chunk), expectedHash)) {
         this.counters.chunkMismatches += 1;
         const size = chunk instanceof Uint8Array ? `${chunk.length} bytes` : 'not bytes';
         problems.push(`attempt ${attempt} did not match the manifest (${size}, ${expectedBytes} expected)`);
