@@ -648,6 +648,14 @@ export class ReplicaCore {
   // ---------------------------------------------------------------------------------------------
   // Client requests.
 
+  /**
+   * For a request learnt from another replica: whether it is known to come from its client, by holding the
+   * very same bytes from the client's own channel, or else by its signature (when the cluster requires one).
+   */
+  private requestOriginProven(request: ClientRequest): boolean {
+    return !this.config.requireSignedRequests || this.knowsRequest(request) || this.requestSignatureValid(request);
+  }
+
   private requestSignatureValid(request: ClientRequest): boolean {
     if (!this.config.requireSignedRequests) return true;
     return (
@@ -690,7 +698,7 @@ export class ReplicaCore {
         this.drop(DropReason.BAD_REQUEST);
         continue;
       }
-      if (!this.knowsRequest(request) && !this.requestSignatureValid(request)) {
+      if (!this.requestOriginProven(request)) {
         this.drop(DropReason.BAD_SIGNATURE);
         continue;
       }
@@ -712,7 +720,7 @@ export class ReplicaCore {
     let newClients = 0;
     for (const request of requests) {
       if (!request.ordered) return null;
-      if (this.config.requireSignedRequests && !this.knowsRequest(request) && !this.requestSignatureValid(request)) return null;
+      if (!this.requestOriginProven(request)) return null;
       if (request.kind === RequestKind.RECONFIGURATION && !decodeSignedReconfiguration(request.operation).ok) return null;
       const expected = nextSeq.get(request.clientId) ?? this.clients.lastDecided(request.clientId) + 1;
       if (request.seq !== expected) return null;
@@ -728,45 +736,41 @@ export class ReplicaCore {
   private buildBatch(): ClientRequest[] {
     const taken: ClientRequest[] = [];
     const nextSeq = new Map<string, number>();
-    const badlySigned: PendingEntry[] = [];
     let bytes = 16;
     let newClients = 0;
-    try {
-      for (const entry of this.pending.values()) {
-        const clientId = entry.request.clientId;
-        let seq = nextSeq.get(clientId) ?? this.clients.lastDecided(clientId) + 1;
-        if (entry.request.seq !== seq) continue;
-        if (!nextSeq.has(clientId) && !this.clients.knows(clientId)) {
-          if (this.clients.size + newClients >= limits.clientsMax) continue;
-          newClients++;
-        }
-        for (let next = this.pending.get(clientId, seq); next !== undefined; next = this.pending.get(clientId, seq)) {
-          if (taken.length >= this.config.batchRequestsMax || bytes + next.bytes > this.config.batchBytesMax) {
-            nextSeq.set(clientId, seq);
-            return taken;
-          }
-          // The followers check what they did not get from the client: a bad signature would cost the regency.
-          if (!this.signatureCheckedNow(next)) {
-            badlySigned.push(next);
-            break;
-          }
-          taken.push(next.request);
-          bytes += next.bytes;
-          seq++;
-        }
-        nextSeq.set(clientId, seq);
+    for (const entry of this.pending.values()) {
+      const clientId = entry.request.clientId;
+      let seq = nextSeq.get(clientId) ?? this.clients.lastDecided(clientId) + 1;
+      if (entry.request.seq !== seq) continue;
+      if (!nextSeq.has(clientId) && !this.clients.knows(clientId)) {
+        if (this.clients.size + newClients >= limits.clientsMax) continue;
+        newClients++;
       }
-      return taken;
-    } finally {
-      for (const entry of badlySigned) this.pending.remove(entry.request.clientId, entry.request.seq);
+      for (let next = this.pending.get(clientId, seq); next !== undefined; next = this.pending.get(clientId, seq)) {
+        if (taken.length >= this.config.batchRequestsMax || bytes + next.bytes > this.config.batchBytesMax) {
+          nextSeq.set(clientId, seq);
+          return taken;
+        }
+        // The followers check what they did not get from the client: a bad signature would cost the regency.
+        if (!this.keepIfSignatureGood(next)) break;
+        taken.push(next.request);
+        bytes += next.bytes;
+        seq++;
+      }
+      nextSeq.set(clientId, seq);
     }
+    return taken;
   }
 
-  /** Checks a pending request's signature if not done yet; false (and counted) if it is bad. */
-  private signatureCheckedNow(entry: PendingEntry): boolean {
+  /**
+   * Checks a pending request's signature if not done yet. A bad one is dropped (and counted) from pending;
+   * a Map may lose entries while it is iterated, so callers walking pending may call this.
+   */
+  private keepIfSignatureGood(entry: PendingEntry): boolean {
     if (entry.signatureChecked) return true;
     if (!this.requestSignatureValid(entry.request)) {
       this.drop(DropReason.BAD_SIGNATURE);
+      this.pending.remove(entry.request.clientId, entry.request.seq);
       return false;
     }
     entry.signatureChecked = true;
@@ -1381,10 +1385,7 @@ export class ReplicaCore {
     let stop = false;
     for (const entry of expired) {
       // A request its client signed badly must not cost a leader its regency.
-      if (!this.signatureCheckedNow(entry)) {
-        this.pending.remove(entry.request.clientId, entry.request.seq);
-        continue;
-      }
+      if (!this.keepIfSignatureGood(entry)) continue;
       if (entry.stage === 0 && this.me !== this.leader) {
         toForward.push(entry.request);
         this.pending.restartTimer(entry, this.nowTick, 1);
