@@ -12,7 +12,7 @@ describe('Ed25519 keys and signatures (DESIGN §4)', () => {
     const signer = new Signer(pair.privateKeyPem);
     expect(Buffer.from(signer.publicKeyRaw).equals(pair.publicKeyRaw)).toBe(true);
     const publicKey = publicKeyFromRaw(pair.publicKeyRaw);
-    expect(Buffer.from(rawFromPublicKey(publicKey)).equals(pair.publicKeyRaw)).toBe(true);
+    expect(Buffer.from(rawFromPublicKey(publicKey.keyObject)).equals(pair.publicKeyRaw)).toBe(true);
 
     const payload = utf8.encode('ACCEPT view 0 cid 7');
     const signature = signer.sign(payload);

@@ -74,8 +74,7 @@ export function publicKeyFromRaw(raw: Uint8Array): Ed25519PublicKey {
 }
 
 /** The raw 32 bytes of an Ed25519 public key. Throws BFT_ERR_SIGNING_KEY_INVALID for any other key. */
-export function rawFromPublicKey(key: KeyObject | Ed25519PublicKey): Uint8Array {
-  if (!('type' in key)) return new Uint8Array(key.raw);
+export function rawFromPublicKey(key: KeyObject): Uint8Array {
   if (key.type !== 'public' || key.asymmetricKeyType !== 'ed25519') {
     throw new BftError(
       'BFT_ERR_SIGNING_KEY_INVALID',

@@ -15,6 +15,7 @@ import type { Delivery } from '../core/ready.ts';
 import { Executor } from '../service/executor.ts';
 import { AppendLogService } from '../service/fixtures/append-log-service.ts';
 import { type EncodedReply, InlineServiceHost, type ServiceHost, WorkerServiceHost } from '../service/service-host.ts';
+import { configDefaults } from '../server/config.ts';
 import { type PeerIdentity, ReplicaDriver, type SignaturePreparer } from './driver.ts';
 import { VolatileStorage } from './storage.ts';
 
@@ -98,7 +99,7 @@ async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
       onFatal: (error) => fatal.push({ id, error }),
       storage: new VolatileStorage(),
       tickMs: options.tickMs ?? 10,
-      ...(options.batchFillWaitMs === undefined ? {} : { batchFillWaitMs: options.batchFillWaitMs }),
+      batchFillWaitMs: options.batchFillWaitMs ?? configDefaults.batchFillWaitMs,
       network: {
         sendToReplica: (to, payload) => deliver(to, { kind: 'replica', id }, payload),
         sendToClient: (_clientId, payload, connection) => {

@@ -10,6 +10,7 @@ import { limits } from '../constants.ts';
 import type { Delivery } from '../core/ready.ts';
 import type { ReplicaCore, ViewEra } from '../core/replica.ts';
 import type { Membership } from '../core/reconfiguration.ts';
+import { requestKey } from '../core/requests.ts';
 import { decodeMessage, encodeMessage } from '../protocol/codec.ts';
 import {
   BusyReason,
@@ -66,8 +67,8 @@ export interface DriverOptions {
   readonly host: ServiceHost;
   readonly preparer?: SignaturePreparer;
   readonly tickMs: number;
-  /** How long a leader may hold a proposal back to fill it (CoreConfig.batchFillPercent); default 2. */
-  readonly batchFillWaitMs?: number;
+  /** How long a leader may hold a proposal back to fill it (CoreConfig.batchFillPercent). */
+  readonly batchFillWaitMs: number;
   readonly observer?: DriverObserver;
   /** Messages whose signatures are being verified at once; beyond, input is shed. */
   readonly verifyingMax?: number;
@@ -145,12 +146,16 @@ export class ReplicaDriver {
     }, this.options.tickMs);
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
+  private clearTimers(): void {
     if (this.tickTimer !== null) clearInterval(this.tickTimer);
     this.tickTimer = null;
     if (this.batchFillTimer !== null) clearTimeout(this.batchFillTimer);
     this.batchFillTimer = null;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.clearTimers();
     // Let a flush in progress finish its persist → send → execute sequence, and decided batches execute.
     while (this.flushing) await new Promise((resolve) => setImmediate(resolve));
     await Promise.allSettled([...this.executing]);
@@ -277,10 +282,10 @@ export class ReplicaDriver {
     if (message.replyWithDigest !== true) {
       // A copy without the flag (a retransmission, or the client fetching the full result) wins. Most
       // workloads never ask for digests: no key is built for them.
-      if (this.digestReplyRequests.size > 0) this.digestReplyRequests.delete(digestReplyKey(message.request.clientId, message.request.seq));
+      if (this.digestReplyRequests.size > 0) this.digestReplyRequests.delete(requestKey(message.request.clientId, message.request.seq));
       return;
     }
-    this.digestReplyRequests.add(digestReplyKey(message.request.clientId, message.request.seq));
+    this.digestReplyRequests.add(requestKey(message.request.clientId, message.request.seq));
     if (this.digestReplyRequests.size > limits.digestReplyRequestsMax) {
       const oldest = this.digestReplyRequests.values().next();
       if (oldest.done !== true) this.digestReplyRequests.delete(oldest.value);
@@ -294,7 +299,7 @@ export class ReplicaDriver {
       executed === undefined ||
       this.failed ||
       this.digestReplyRequests.size === 0 ||
-      !this.digestReplyRequests.delete(digestReplyKey(reply.clientId, executed.seq))
+      !this.digestReplyRequests.delete(requestKey(reply.clientId, executed.seq))
     ) {
       return this.sendReply(reply);
     }
@@ -344,7 +349,7 @@ export class ReplicaDriver {
       if (this.stopped) return;
       this.core.endBatchFill();
       this.flush();
-    }, this.options.batchFillWaitMs ?? 2);
+    }, this.options.batchFillWaitMs);
   }
 
   /** Drain the core's Ready in order, one at a time: persist, then send, then execute and reply. */
@@ -442,17 +447,10 @@ export class ReplicaDriver {
     if (this.failed) return;
     this.failed = true;
     this.stopped = true;
-    if (this.tickTimer !== null) clearInterval(this.tickTimer);
-    this.tickTimer = null;
-    if (this.batchFillTimer !== null) clearTimeout(this.batchFillTimer);
-    this.batchFillTimer = null;
+    this.clearTimers();
     if (this.options.onFatal) this.options.onFatal(error);
     else queueMicrotask(() => {
       throw error;
     });
   }
-}
-
-function digestReplyKey(clientId: string, seq: number): string {
-  return `${clientId}\u0000${seq}`;
 }
