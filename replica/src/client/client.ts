@@ -521,12 +521,17 @@ export class BftClient {
    * per request, so replies cannot multiply traffic.
    */
   private fetchFullResult(entry: Outstanding): void {
-    if (entry.fullResultTimer !== null) clearTimeout(entry.fullResultTimer);
-    entry.fullResultTimer = null;
     if (entry.encodedForDigest === null || entry.finished) return;
-    entry.encodedForDigest = null;
+    this.stopAskingForDigests(entry);
     this.fullResultFetches++;
     this.sendCopies(entry);
+  }
+
+  /** Every copy sent from now on asks for the full result, and no fetch is pending any more. */
+  private stopAskingForDigests(entry: Outstanding): void {
+    entry.encodedForDigest = null;
+    if (entry.fullResultTimer !== null) clearTimeout(entry.fullResultTimer);
+    entry.fullResultTimer = null;
   }
 
   private scheduleRetransmission(entry: Outstanding): void {
@@ -539,9 +544,7 @@ export class BftClient {
     if (entry.finished) return;
     this.retransmissions++;
     // Whatever held the request up, its result's bytes may be part of it: ask everyone for them.
-    entry.encodedForDigest = null;
-    if (entry.fullResultTimer !== null) clearTimeout(entry.fullResultTimer);
-    entry.fullResultTimer = null;
+    this.stopAskingForDigests(entry);
     this.sendCopies(entry);
     entry.deferredByBusy = false;
     entry.retransmitIntervalMs = Math.min(entry.retransmitIntervalMs * 2, this.options.retransmitMsMax);
