@@ -63,19 +63,18 @@ export class ReplyTally {
     // Results are compared byte for byte while no digest is involved: n is small, and hashing a 1 MiB
     // result would cost more than comparing it with the few distinct results seen so far.
     let group = this.groups.find((g) => g.result !== null && bytesEqual(g.result, result));
+    let digest: Bytes | null = null;
     if (group === undefined && this.groups.some((g) => g.result === null)) {
-      const digest = sha256(result);
-      group = this.groups.find((g) => g.result === null && bytesEqual(g.digest as Bytes, digest));
+      const resultDigest = sha256(result);
+      digest = resultDigest;
+      group = this.groups.find((g) => g.result === null && bytesEqual(g.digest as Bytes, resultDigest));
       if (group !== undefined) {
         group.result = result;
         group.resultFrom = replica;
-      } else {
-        group = { result, resultFrom: replica, digest, count: 0 };
-        this.groups.push(group);
       }
     }
     if (group === undefined) {
-      group = { result, resultFrom: replica, digest: null, count: 0 };
+      group = { result, resultFrom: replica, digest, count: 0 };
       this.groups.push(group);
     }
     group.count += 1;
